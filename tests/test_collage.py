@@ -103,7 +103,7 @@ def test_perturb_mask_contract():
     assert 0.6 <= ((p * m).sum() / p.sum()) < 0.7
     assert torch.equal(perturb_mask(m[:, :2, :2] * 0 + 1), torch.ones(1, 2, 2))   # too small: unchanged
     full = torch.ones(1, 20, 20)
-    assert torch.equal(perturb_mask(full, max_steps=50), full)                     # no room to grow
+    assert torch.equal(perturb_mask(full), full)                                   # no room to grow
 
 
 # ---------------------------------------------------------------- prepare_target

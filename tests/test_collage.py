@@ -213,17 +213,20 @@ def test_crop_info_tensor_round_trip(ref):
 
 
 # ---------------------------------------------------------------- paste_back
-@pytest.mark.parametrize("scene_kind", ["pil", "numpy", "tensor"])
+@pytest.mark.parametrize("scene_kind", ["pil", "numpy", "tensor", "tensor_uint8"])
 @pytest.mark.parametrize("region", ["crop", "box"])
 def test_paste_back_unmodified_target_returns_scene(ref, scene_kind, region):
     pil = sample_scene("astronaut")
     scene = {"pil": pil, "numpy": np.asarray(pil).copy(),
-             "tensor": torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255}[scene_kind]
+             "tensor": torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255,
+             "tensor_uint8": torch.from_numpy(np.array(pil)).permute(2, 0, 1)}[scene_kind]
     out = prepare_target(scene, (260, 80, 400, 240), reference=ref[0], reference_mask=ref[1], size=512,
                          rng=np.random.default_rng(0))
     back = paste_back(out.target, scene, out.crop_info, region=region)
     assert type(back) is type(scene)
-    a = np.asarray(back).astype(np.float32) if scene_kind != "tensor" else back.permute(1, 2, 0).numpy() * 255
+    if scene_kind == "tensor_uint8": assert back.dtype == torch.uint8
+    a = (np.asarray(back).astype(np.float32) if scene_kind in ("pil", "numpy") else
+         back.permute(1, 2, 0).float().numpy() * (255 if scene_kind == "tensor" else 1))
     b = np.asarray(pil).astype(np.float32)
     x0, y0, x1, y1 = out.crop_info.crop_box if region == "crop" else out.crop_info.box
     outside = np.ones(b.shape[:2], bool); outside[y0:y1, x0:x1] = False

@@ -1,0 +1,120 @@
+"End-to-end tests of the training app: experiments compose and run, resume is exact, crashes lose nothing."
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from anydoor.config import compose, list_experiments
+from anydoor.train import latest_checkpoint, train
+
+FAST = ["model.pretrained=random", "logger=none", "eval.enabled=false", "trainer.batch_size=2", "trainer.log_every=1",
+        "trainer.sample_every=0", "data.num_workers=0"]
+
+
+def losses(run_dir):
+    return [json.loads(l)["loss"] for l in open(Path(run_dir) / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("name", list_experiments())
+def test_every_experiment_composes_and_trains(name, tmp_path):
+    cfg = compose([f"experiment={name}", *FAST, "trainer.max_steps=2", "trainer.checkpoint_every=2",
+                   f"run_dir={tmp_path}"])
+    summary = train(cfg)
+    assert summary["step"] == 2 and summary["name"] == name
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert (tmp_path / "checkpoints" / "step_000002" / "trainable.safetensors").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 2
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    common = FAST + ["trainer.checkpoint_every=2", "id.reference_dropout=0.5"]
+    train(compose(common + ["trainer.max_steps=4", f"run_dir={tmp_path / 'full'}"]))
+    train(compose(common + ["trainer.max_steps=2", f"run_dir={tmp_path / 'part'}"]))
+    train(compose(common + ["trainer.max_steps=4", f"resume={tmp_path / 'part'}"]))
+    assert losses(tmp_path / "full") == pytest.approx(losses(tmp_path / "part"), abs=1e-6)
+    from safetensors.torch import load_file
+    a = load_file(tmp_path / "full" / "checkpoints" / "step_000004" / "trainable.safetensors")
+    b = load_file(tmp_path / "part" / "checkpoints" / "step_000004" / "trainable.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+KILL_MID_CHECKPOINT = r"""
+import os, sys, torch
+import anydoor.train as T
+from anydoor.config import compose
+real_save = torch.save
+def dying_save(obj, f, *a, **k):
+    # kill -9 in the middle of writing the step-4 checkpoint: a partial file, no clean-up
+    if isinstance(obj, dict) and obj.get("step") == 4:
+        open(f, "wb").write(b"partial")
+        os._exit(9)
+    return real_save(obj, f, *a, **k)
+T.torch.save = dying_save
+T.train(compose(sys.argv[1:]))
+"""
+
+
+def test_killed_mid_checkpoint_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"run_dir={run}"]
+    p = subprocess.run([sys.executable, "-c", KILL_MID_CHECKPOINT, *args], capture_output=True, text=True)
+    assert p.returncode == 9, p.stderr[-2000:]
+    assert latest_checkpoint(run).name == "step_000002"          # the half-written step 4 is not taken
+    assert any(p.name.startswith(".tmp_step_000004") for p in (run / "checkpoints").iterdir())
+    summary = train(compose(FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"resume={run}"]))
+    assert summary["step"] == 6 and latest_checkpoint(run).name == "step_000006"
+    train(compose(FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"run_dir={tmp_path / 'ref'}"]))
+    assert losses(run)[-4:] == pytest.approx(losses(tmp_path / "ref")[-4:], abs=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
+    import anydoor.train as T
+    real, calls = T.training_losses, {"n": 0}
+    def poisoned(*a, **k):
+        l, t = real(*a, **k); calls["n"] += 1
+        return (l * float("inf") if calls["n"] >= 4 else l), t
+    monkeypatch.setattr(T, "training_losses", poisoned)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss \(.*\) at step 4; stopped. Last good checkpoint: .*step_000002"):
+        train(compose(FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"run_dir={tmp_path}"]))
+    assert latest_checkpoint(tmp_path).name == "step_000002"
+
+
+def test_wandb_offline_logs_images(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose([*FAST, "logger=wandb", "trainer.max_steps=2", "trainer.sample_every=1", "trainer.checkpoint_every=2",
+                   "eval.enabled=true", "eval.num_identities=4", "eval.seeds=[0]", "eval.num_inference_steps=2",
+                   f"run_dir={tmp_path}"])
+    summary = train(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    images = list(runs[0].glob("files/media/images/**/*.png"))
+    assert any("samples" in p.name for p in images) and any("eval" in p.name for p in images)
+    assert "identity_top1" in summary and (tmp_path / "summary.json").exists()
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="`timesteps.mode` must be one of"):
+        compose(["timesteps.mode=random"])
+    with pytest.raises(ValueError, match="`data.kinds` must contain data kinds 0, 1 or 2"):
+        compose(["data.kinds=[0,5]"])
+    with pytest.raises(FileNotFoundError, match="`resume`: no complete checkpoint"):
+        train(compose(FAST + ["resume=/nonexistent/run"]))
+
+
+def test_accelerate_two_cpu_processes_train_and_save_once(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "anydoor.train", *FAST,
+           "trainer.max_steps=2", "trainer.checkpoint_every=2", f"hydra.run.dir={tmp_path}"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    ckpts = [d for d in (tmp_path / "checkpoints").iterdir() if d.name.startswith("step_")]
+    assert [d.name for d in ckpts] == ["step_000002"]
+    assert len(open(tmp_path / "metrics.jsonl").readlines()) == 2     # one writer, steps 1 and 2
+    state = torch.load(ckpts[0] / "training_state.pt", weights_only=False)
+    assert len(state["rng"]) == 2                                     # both processes' random states

@@ -1,0 +1,137 @@
+"""IDExtractor (SPEC §2.5-2.8): shapes, token modes, freezing, save/load, offline fail-fast, bad input."""
+import time
+
+import pytest
+import torch
+from transformers import Dinov2Model
+
+from anydoor.id_extractor import (IDExtractor, ModelNotAvailableError, encoder_config_dict, hub_reachable,
+                                  load_or_explain)
+
+
+@pytest.fixture(scope="module")
+def idx():
+    return IDExtractor.tiny()
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_shapes_and_token_modes(idx, ref):
+    assert idx(ref).shape == (2, 65, 64) and idx.num_tokens == 65
+    g = IDExtractor.tiny(token_mode="global")
+    assert g(ref).shape == (2, 1, 64) and g.num_tokens == 1
+    # the global token is the class token of the "all" tokens (same seed, same weights)
+    assert torch.allclose(g(ref)[:, 0], idx(ref)[:, 0])
+    none = IDExtractor.tiny(token_mode="none")
+    assert torch.allclose(none(ref), none.uncond_tokens(2))
+    assert torch.allclose(none(ref)[0], none(torch.rand(1, 3, 32, 32))[0])
+
+
+def test_uncond_tokens_are_the_zero_image(idx):
+    u = idx.uncond_tokens(3)
+    assert u.shape == (3, 65, 64)
+    assert torch.allclose(u[2], idx(torch.zeros(1, 3, 32, 32))[0])
+
+
+def test_imagenet_normalisation_inside(idx, ref):
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    feats = idx.encoder(pixel_values=(ref - mean) / std).last_hidden_state
+    assert torch.allclose(idx.projector(feats), idx(ref), atol=1e-6)
+
+
+def test_seeded_and_independent_of_global_rng(ref):
+    torch.manual_seed(123); a = torch.rand(1)
+    torch.manual_seed(123); IDExtractor.tiny(seed=0); b = torch.rand(1)
+    assert torch.equal(a, b)
+    assert torch.equal(IDExtractor.tiny(seed=0)(ref), IDExtractor.tiny(seed=0)(ref))
+    assert not torch.equal(IDExtractor.tiny(seed=1)(ref), IDExtractor.tiny(seed=0)(ref))
+
+
+def test_only_projector_trains_and_encoder_keeps_no_graph(ref):
+    m = IDExtractor.tiny()
+    assert {n for n, p in m.named_parameters() if p.requires_grad} == {"projector.weight", "projector.bias"}
+    m.train()
+    assert m.training and not m.encoder.training
+    m(ref).pow(2).mean().backward()
+    assert m.projector.weight.grad is not None
+    assert all(p.grad is None for p in m.encoder.parameters())
+    assert m.encode_features(ref).grad_fn is None
+
+
+def test_save_load_round_trip(tmp_path, ref):
+    for mode in ("all", "global"):
+        m = IDExtractor.tiny(token_mode=mode, seed=3)
+        m.save_pretrained(tmp_path / mode)
+        back = IDExtractor.from_pretrained(tmp_path / mode)
+        assert back.config.token_mode == mode and back.config.reference_size == 32
+        assert torch.equal(back(ref), m(ref))
+        assert {n for n, p in back.named_parameters() if p.requires_grad} == {"projector.weight", "projector.bias"}
+
+
+def test_from_encoder_local_folder(tmp_path, idx, ref):
+    idx.encoder.save_pretrained(tmp_path / "dino")
+    m = IDExtractor.from_encoder(tmp_path / "dino", context_dim=64, reference_size=32, seed=0)
+    assert torch.equal(m.encode_features(ref), idx.encode_features(ref))
+    assert m(ref).shape == (2, 65, 64)
+    assert m.config.encoder_config == encoder_config_dict(idx.encoder.config)
+    assert not any(p.requires_grad for p in m.encoder.parameters())
+
+
+def test_offline_missing_model_fails_fast():
+    t0 = time.time()
+    with pytest.raises(ModelNotAvailableError) as e:
+        IDExtractor.from_encoder("facebook/dinov2-does-not-exist")
+    assert time.time() - t0 < 10
+    msg = str(e.value)
+    assert "facebook/dinov2-does-not-exist" in msg and "huggingface-cli download" in msg and "--local-dir" in msg
+
+
+def test_fails_fast_without_offline_flag_when_hub_unreachable(monkeypatch):
+    # no HF_HUB_OFFLINE: the loader probes the hub (here a closed local port) with a short timeout
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert hub_reachable(timeout=1.0) is False
+    t0 = time.time()
+    with pytest.raises(ModelNotAvailableError, match="hub is not reachable"):
+        load_or_explain(Dinov2Model.from_pretrained, "facebook/dinov2-does-not-exist", timeout=1.0)
+    assert time.time() - t0 < 10
+
+
+def test_missing_folder_and_empty_folder(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="no such folder"):
+        IDExtractor.from_encoder(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailableError, match="from the folder"):
+        IDExtractor.from_encoder(str(tmp_path / "empty"))
+    with pytest.raises(TypeError, match="`name_or_path`"):
+        load_or_explain(Dinov2Model.from_pretrained, 3)
+
+
+@pytest.mark.parametrize("bad,exc,msg", [
+    (lambda r: r[0], ValueError, "`reference` must have 4 dimensions"),
+    (lambda r: r[:, :1], ValueError, "`reference` must have 3 channels"),
+    (lambda r: r * 2 - 1, ValueError, "`reference` values must lie in [0, 1]"),
+    (lambda r: torch.rand(2, 3, 36, 36), ValueError, "`reference` must be 32x32"),
+    (lambda r: r.numpy(), TypeError, "`reference` must be a torch.Tensor"),
+    (lambda r: (r * 255).long(), TypeError, "`reference` must be a floating-point tensor"),
+])
+def test_bad_reference(idx, ref, bad, exc, msg):
+    with pytest.raises(exc) as e:
+        idx(bad(ref))
+    assert msg in str(e.value)
+
+
+def test_bad_construction(idx):
+    with pytest.raises(ValueError, match="`token_mode` must be one of"):
+        IDExtractor.tiny(token_mode="patches")
+    with pytest.raises(ValueError, match="`reference_size` must be a multiple of the patch size 4"):
+        IDExtractor.tiny(reference_size=30)
+    with pytest.raises(ValueError, match="`context_dim` must be a positive int"):
+        IDExtractor.tiny(context_dim=0)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+        idx.uncond_tokens(0)

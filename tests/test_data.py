@@ -360,3 +360,43 @@ def test_collate_and_bad_input():
 def test_skip_is_an_exception_with_reason():
     e = Skip("corrupt_image", "a.jpg")
     assert e.reason == "corrupt_image" and "a.jpg" in str(e)
+
+
+def test_reference_precrop_is_exact():
+    # make_sample crops the reference frame to the mask's box before prepare_reference; same result
+    from anydoor.collage import prepare_reference
+    from anydoor.core import sample_object, sample_scene
+    from anydoor.data import Pair, SampleConfig, _paste, make_sample
+    gift, gm = sample_object("gift")
+    scene = np.array(sample_scene("coffee").resize((320, 240)))
+    img, m = _paste(scene, np.array(gift), np.array(gm) > 127, (200, 100), 90, angle=20)
+    cfg = SampleConfig(image_size=64, reference_size=48, training=True)
+    for seed in range(4):
+        s = make_sample(Pair(img, m, img, m, 0), cfg, np.random.default_rng(seed))
+        ref, _ = prepare_reference(img, m.astype(np.uint8) * 255, size=48, expand_ratio=None, augment=True,
+                                   rng=np.random.default_rng(seed))
+        assert torch.equal(s["reference"], ref)
+
+
+def test_gives_up_after_max_tries_with_the_counts(trees, tmp_path):
+    root = tmp_path / "vos"
+    shutil.copytree(trees["vos"], root)
+    ds = VideoSegmentationDataset(root, image_size=S, reference_size=R, max_tries=5)   # probes fine
+    for f in (root / "JPEGImages").rglob("*.jpg"): f.write_bytes(b"")                 # then the disk goes bad
+    with pytest.raises(RuntimeError, match=r"no usable pair after 5 tries for index 0; skipped {'corrupt_image': 5}"):
+        ds[0]
+    assert ds.stats["corrupt_image"] == 5
+
+
+def test_prepare_errors_are_counted(monkeypatch):
+    import anydoor.data as D
+    ds = TeleportToyDataset(image_size=S, reference_size=R, length=10)
+    calls = Counter()
+    real = D.make_sample
+    def flaky(pair, cfg, rng):
+        calls["n"] += 1
+        if calls["n"] == 1: raise ValueError("box outside the image")
+        return real(pair, cfg, rng)
+    monkeypatch.setattr(D, "make_sample", flaky)
+    s = ds[3]
+    assert s["skipped"] == {"prepare_failed": 1} and ds.stats["prepare_failed"] == 1

@@ -1,0 +1,164 @@
+"""anydoor-insert end to end on real photos (a subprocess, as a user runs it) and every bad argument (in-process)."""
+import contextlib
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anydoor.cli import build_parser, load_pipeline, main, parse_box, shipped_weights
+from anydoor.core import sample_object, sample_scene
+from anydoor.model import AnyDoor
+from anydoor.pipeline import AnyDoorPipeline
+
+BOX = "120,40,220,140"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    AnyDoorPipeline.from_model(AnyDoor.tiny()).save_pretrained(d / "model")
+    gift, mask = sample_object("gift")
+    rgba = gift.copy()
+    rgba.putalpha(mask)
+    rgba.save(d / "gift.png")
+    gift.save(d / "gift.jpg")
+    mask.save(d / "gift_mask.png")
+    logo, logo_mask = sample_object("logo")
+    logo.save(d / "logo.png")
+    logo_mask.save(d / "logo_mask.png")
+    sample_scene("coffee").resize((300, 200)).save(d / "coffee.jpg")
+    sm = np.zeros((200, 300), np.uint8)
+    sm[40:140, 120:220] = 255
+    Image.fromarray(sm).save(d / "scene_mask.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def run_cli(*args):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue()
+
+
+def test_end_to_end_subprocess(files):
+    exe = os.path.join(os.path.dirname(sys.executable), "anydoor-insert")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "anydoor.cli"]
+    out = files / "out.png"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd + ["--reference", str(files / "gift.jpg"), "--reference-mask", str(files / "gift_mask.png"),
+                              "--scene", str(files / "coffee.jpg"), "--box", BOX, "--model", str(files / "model"),
+                              "--steps", "2", "--seed", "3", "--blend", "4", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "wrote" in r.stdout
+    img, scene = np.asarray(Image.open(out)), np.asarray(Image.open(files / "coffee.jpg"))
+    assert img.shape == scene.shape
+    assert (img[:, :40] == scene[:, :40]).all() or (img[:, -40:] == scene[:, -40:]).all()   # far background kept
+
+
+def test_in_process_variants(files):
+    common = ["--scene", files / "coffee.jpg", "--model", files / "model", "--steps", 1]
+    # RGBA reference without a mask; scene mask instead of a box; shape control
+    assert run_cli("--reference", files / "gift.png", "--scene-mask", files / "scene_mask.png", "--shape-control",
+                   *common, "--out", files / "a.png")[0] == 0
+    # two objects, one call
+    code, err = run_cli("--reference", files / "gift.jpg", "--reference-mask", files / "gift_mask.png", "--box", BOX,
+                        "--reference", files / "logo.png", "--reference-mask", files / "logo_mask.png",
+                        "--box", "10,10,80,80", *common, "--out", files / "b.png")
+    assert code == 0, err
+    assert Image.open(files / "b.png").size == (300, 200)
+    # the untrained tiny preset, without any folder
+    assert run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg", "--tiny-random",
+                   "--steps", 1, "--out", files / "c.png")[0] == 0
+
+
+def test_seed_makes_it_reproducible(files):
+    args = ["--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg", "--model", files / "model",
+            "--steps", 1]
+    for name, seed in (("s1.png", 1), ("s1b.png", 1), ("s2.png", 2)):
+        assert run_cli(*args, "--seed", seed, "--out", files / name)[0] == 0
+    a, b, c = (np.asarray(Image.open(files / n)) for n in ("s1.png", "s1b.png", "s2.png"))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_no_model_and_no_shipped_weights(files, monkeypatch):
+    monkeypatch.setattr("anydoor.cli.shipped_weights", lambda: None)
+    code, err = run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg",
+                        "--out", files / "x.png")
+    assert code == 2 and "ships no trained weights" in err and "--tiny-random" in err
+
+
+def test_shipped_weights_are_found(tmp_path, monkeypatch):
+    import anydoor
+    fake = tmp_path / "anydoor"
+    (fake / "weights" / "anydoor-tiny").mkdir(parents=True)
+    monkeypatch.setattr(anydoor, "__file__", str(fake / "__init__.py"))
+    assert shipped_weights() is None
+    AnyDoor.tiny().save_pretrained(fake / "weights" / "anydoor-tiny")
+    assert shipped_weights() == fake / "weights" / "anydoor-tiny"
+    assert type(load_pipeline(None)).__name__ == "AnyDoorPipeline"
+
+
+BAD = [
+    (["--reference", "{d}/nope.png", "--scene", "{d}/coffee.jpg", "--box", BOX], "--reference: no such file"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/nope.jpg", "--box", BOX], "--scene: no such file"),
+    (["--reference", "{d}/gift.jpg", "--reference-mask", "{d}/nope.png", "--scene", "{d}/coffee.jpg", "--box", BOX],
+     "--reference-mask: no such file"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--scene-mask", "{d}/nope.png"], "--scene-mask: no such"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", "1,2,3"], "must be four integers"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", "a,b,c,d"], "must be four integers"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", "9,9,3,20"], "must satisfy 0 <= x0 < x1"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box=-1,0,3,20"], "must satisfy 0 <= x0 < x1"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg"], "give --box"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--box", BOX], "--box given 2 times"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--shape-control"], "needs --scene-mask"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--steps", "0"], "--steps: must be a positive"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--steps", "x"], "--steps: must be a positive"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--guidance", "-2"], "--guidance: must be"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--blend", "-1"], "--blend: must be"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--seed", "x"], "--seed: invalid int"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--dtype", "int8"], "--dtype: invalid choice"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--tiny-random", "--model", "{d}/model"],
+     "not both"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "OUT:{d}/out.txt"], "--out must end in"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "OUT:{d}/no/out.png"], "--out: the folder"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", "250,150,400,260", "--tiny-random"],
+     "lies outside the image"),
+    (["--reference", "{d}/notes.txt", "--scene", "{d}/coffee.jpg", "--box", BOX, "--tiny-random"],
+     "--reference: cannot read"),
+    (["--reference", "{d}/gift.jpg", "--scene", "{d}/coffee.jpg", "--box", BOX, "--tiny-random"], "has no alpha channel"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--model", "{d}/gift_mask.png"],
+     "Cannot load the AnyDoor pipeline"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--model", "no-org/no-model"],
+     "Cannot load the AnyDoor pipeline"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--model", "{d}"],
+     "neither model_index.json"),
+]
+
+
+@pytest.mark.parametrize("args,msg", BAD, ids=[m for _, m in BAD])
+def test_bad_arguments(files, args, msg, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = [a.split(":", 1)[1] for a in args if a.startswith("OUT:")]
+    args = [a for a in args if not a.startswith("OUT:")] + ["--out", out[0] if out else "{d}/x.png"]
+    code, err = run_cli(*[a.format(d=files) for a in args])
+    assert code == 2, err
+    assert msg in err, err[-500:]
+
+
+def test_missing_required_arguments():
+    assert run_cli("--scene", "x.jpg", "--box", BOX, "--out", "o.png")[0] == 2
+    assert "required" in run_cli("--reference", "r.png", "--box", BOX)[1]
+
+
+def test_parse_box_and_help():
+    assert parse_box(" 1, 2 ,3,4") == (1, 2, 3, 4)
+    assert "anydoor-insert" in build_parser().format_help()

@@ -1,0 +1,349 @@
+"""anydoor.pipeline: round trip through a folder, untouched background, input kinds, batches, several objects,
+every bad input, dtypes, attention slicing, offload hooks, and the ControlNet twin used for timing."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anydoor.core import image_to_tensor, mask_to_tensor, sample_object, sample_scene
+from anydoor.model import AnyDoor
+from anydoor.pipeline import AnyDoorPipeline, AnyDoorPipelineOutput, controlnet_twin, normalize_inputs
+
+STEPS = 2
+BOX = (80, 40, 120, 80)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny())
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return sample_scene("coffee").resize((200, 134))
+
+
+@pytest.fixture(scope="module")
+def gift():
+    return sample_object("gift")
+
+
+@pytest.fixture(scope="module")
+def logo():
+    return sample_object("logo")
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def call(pipe, gift, scene, **kw):
+    kw = dict(dict(num_inference_steps=STEPS, generator=gen()), **kw)
+    return pipe(gift[0], gift[1], scene, BOX, **kw)
+
+
+def outside_crops(shape_hw, infos):
+    m = np.ones(shape_hw, bool)
+    for ci in infos:
+        x0, y0, x1, y1 = ci.crop_box
+        m[y0:y1, x0:x1] = False
+    return m
+
+
+# ---------------------------------------------------------------- output and background
+def test_output_full_scene_and_untouched_background(pipe, gift, scene):
+    out = call(pipe, gift, scene)
+    assert isinstance(out, AnyDoorPipelineOutput)
+    img = out.images[0]
+    assert isinstance(img, Image.Image) and img.size == scene.size and img.mode == "RGB"
+    a, s = np.asarray(img), np.asarray(scene)
+    keep = outside_crops(a.shape[:2], out.crop_infos[0])
+    assert keep.any() and (a[keep] == s[keep]).all()
+    x0, y0, x1, y1 = BOX
+    assert (a[y0:y1, x0:x1] != s[y0:y1, x0:x1]).any()          # something was generated in the box
+
+
+@pytest.mark.parametrize("region", ["crop", "box"])
+@pytest.mark.parametrize("blend", [0.0, 5.0])
+def test_blend_and_region_only_touch_the_paste_region(pipe, gift, scene, region, blend):
+    out = call(pipe, gift, scene, blend=blend, paste_region=region, output_type="np")
+    a, s = out.images[0], np.asarray(scene).astype(np.float32) / 255
+    ci = out.crop_infos[0][0]
+    keep = np.ones(a.shape[:2], bool)
+    x0, y0, x1, y1 = ci.box if region == "box" else ci.crop_box
+    keep[y0:y1, x0:x1] = False
+    assert np.array_equal(a[keep], s[keep])
+
+
+def test_feathering_changes_the_edge_not_the_centre(pipe, gift, scene):
+    hard = call(pipe, gift, scene, output_type="np", paste_region="box").images[0]
+    soft = call(pipe, gift, scene, output_type="np", paste_region="box", blend=8).images[0]
+    x0, y0, x1, y1 = call(pipe, gift, scene, paste_region="box").crop_infos[0][0].box
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    assert np.allclose(hard[cy, cx], soft[cy, cx])
+    assert not np.allclose(hard[y0, x0:x1], soft[y0, x0:x1])
+
+
+def test_output_types(pipe, gift, scene):
+    pt = call(pipe, gift, scene, output_type="pt").images
+    np_ = call(pipe, gift, scene, output_type="np").images
+    pil = call(pipe, gift, scene).images[0]
+    assert pt.shape == (1, 3, scene.height, scene.width) and np_.shape == (1, scene.height, scene.width, 3)
+    assert np.allclose(pt[0].permute(1, 2, 0).numpy(), np_[0])
+    assert np.array_equal(np.asarray(pil), np.round(np_[0] * 255).astype(np.uint8))
+    images, infos = call(pipe, gift, scene, return_dict=False)
+    assert len(images) == 1 and len(infos) == 1
+
+
+def test_deterministic_with_generator(pipe, gift, scene):
+    a = call(pipe, gift, scene, output_type="np").images
+    b = call(pipe, gift, scene, output_type="np").images
+    c = call(pipe, gift, scene, output_type="np", generator=gen(1)).images
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# ---------------------------------------------------------------- save / load
+def test_round_trip_through_a_folder(pipe, gift, scene, tmp_path):
+    pipe.save_pretrained(tmp_path / "p")
+    index = (tmp_path / "p" / "model_index.json").read_text()
+    assert '"anydoor.pipeline"' in index and '"DetailExtractor"' in index
+    loaded = AnyDoorPipeline.from_pretrained(tmp_path / "p")
+    loaded.set_progress_bar_config(disable=True)
+    for name in ("vae", "unet", "detail", "id_extractor"):
+        sa, sb = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert loaded.config.image_size == pipe.config.image_size and loaded.config.collage == "hifreq"
+    assert np.array_equal(call(pipe, gift, scene, output_type="np").images,
+                          call(loaded, gift, scene, output_type="np").images)
+
+
+def test_loads_a_training_folder_and_a_no_detail_model(gift, scene, tmp_path):
+    AnyDoor.tiny(seed=3, detail_enabled=False).save_pretrained(tmp_path / "m")
+    p = AnyDoorPipeline.from_pretrained(tmp_path / "m")
+    assert p.detail is None
+    p.set_progress_bar_config(disable=True)
+    p.save_pretrained(tmp_path / "p")
+    q = AnyDoorPipeline.from_pretrained(tmp_path / "p")
+    q.set_progress_bar_config(disable=True)
+    assert q.detail is None
+    assert np.array_equal(call(p, gift, scene, output_type="np").images, call(q, gift, scene, output_type="np").images)
+
+
+def test_from_pretrained_fails_fast(tmp_path):
+    with pytest.raises(OSError, match="Cannot load the AnyDoor pipeline"):
+        AnyDoorPipeline.from_pretrained("no-such-org/no-such-anydoor")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OSError, match="neither model_index.json"):
+        AnyDoorPipeline.from_pretrained(tmp_path / "empty")
+
+
+def test_replacing_a_component_keeps_the_record(pipe):
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny(seed=1))
+    p.id_extractor = pipe.id_extractor
+    assert p.config.id_extractor == ("anydoor.pipeline", "IDExtractor") or list(p.config.id_extractor) == [
+        "anydoor.pipeline", "IDExtractor"]
+    assert p._model().id_extractor is pipe.id_extractor
+
+
+# ---------------------------------------------------------------- input kinds
+def test_input_kinds_agree(pipe, gift, scene):
+    ref = call(pipe, gift, scene, output_type="pt").images
+    img, mask = gift
+    rgba = img.copy()
+    rgba.putalpha(mask)
+    variants = [
+        (np.asarray(img), np.asarray(mask), np.asarray(scene), BOX),
+        (image_to_tensor(img), mask_to_tensor(mask), image_to_tensor(scene), torch.tensor(BOX)),
+        (rgba, None, scene, BOX),
+        (np.asarray(rgba), None, scene, np.array(BOX)),
+        (torch.cat([image_to_tensor(img), mask_to_tensor(mask)]), None, scene, BOX),
+    ]
+    for r, m, s, b in variants:
+        out = pipe(r, m, s, b, num_inference_steps=STEPS, generator=gen(), output_type="pt").images
+        assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_paths_and_scene_mask_give_the_box(pipe, gift, scene, tmp_path):
+    img, mask = gift
+    img.save(tmp_path / "r.png"); mask.save(tmp_path / "m.png"); scene.save(tmp_path / "s.png")
+    sm = np.zeros((scene.height, scene.width), np.uint8)
+    x0, y0, x1, y1 = BOX
+    sm[y0:y1, x0:x1] = 255
+    a = pipe(str(tmp_path / "r.png"), tmp_path / "m.png", tmp_path / "s.png", scene_mask=sm, num_inference_steps=STEPS,
+             generator=gen(), output_type="np").images
+    b = call(pipe, gift, scene, output_type="np").images
+    assert np.array_equal(a, b)
+    shaped = pipe(img, mask, scene, BOX, scene_mask=sm, shape_control=True, num_inference_steps=STEPS, generator=gen())
+    assert shaped.images[0].size == scene.size
+
+
+# ---------------------------------------------------------------- batches and several objects
+def test_batch_of_scenes(pipe, gift, logo, scene):
+    cat = sample_scene("chelsea").resize((150, 100))
+    out = pipe([gift[0], logo[0]], [gift[1], logo[1]], [scene, cat], box=[BOX, (20, 20, 80, 80)],
+               num_inference_steps=STEPS, generator=[gen(), gen(1)], output_type="np")
+    assert [a.shape for a in out.images] == [(134, 200, 3), (100, 150, 3)]       # sizes differ: a list
+    for a, s, infos in zip(out.images, [scene, cat], out.crop_infos):
+        keep = outside_crops(a.shape[:2], infos)
+        assert np.array_equal(a[keep], np.asarray(s).astype(np.float32)[keep] / 255)
+    # one reference shared by a batch of equal scenes, one generator each: stacked, items as if alone
+    same = pipe(gift[0], gift[1], [scene, scene], BOX, num_inference_steps=STEPS, generator=[gen(), gen()],
+                output_type="np").images
+    assert same.shape == (2, 134, 200, 3)
+    alone = call(pipe, gift, scene, output_type="np").images[0]
+    assert np.allclose(same[0], same[1]) and np.abs(same[0] - alone).max() < 1e-4
+
+
+def test_several_objects_in_one_scene(pipe, gift, logo, scene):
+    boxes = [(20, 20, 80, 80), (120, 50, 190, 120)]
+    out = pipe([gift[0], logo[0]], [gift[1], logo[1]], scene, box=boxes, num_inference_steps=STEPS, generator=gen(),
+               paste_region="box", output_type="np")
+    assert len(out.images) == 1 and len(out.crop_infos[0]) == 2
+    a, s = out.images[0], np.asarray(scene).astype(np.float32) / 255
+    keep = np.ones(a.shape[:2], bool)
+    for ci in out.crop_infos[0]:
+        x0, y0, x1, y1 = ci.box
+        keep[y0:y1, x0:x1] = False
+        assert not np.allclose(a[y0:y1, x0:x1], s[y0:y1, x0:x1])               # both objects were inserted
+    assert np.array_equal(a[keep], s[keep])
+    # the second object is inserted into the scene that already holds the first
+    first = pipe(gift[0], gift[1], scene, boxes[0], num_inference_steps=STEPS, generator=gen(), paste_region="box",
+                 output_type="np").images[0]
+    x0, y0, x1, y1 = out.crop_infos[0][0].box
+    assert np.array_equal(out.images[0][y0:y1, x0:x1], first[y0:y1, x0:x1])
+
+
+def test_nested_lists_batch_with_several_objects(pipe, gift, logo, scene):
+    out = pipe([[gift[0], logo[0]], gift[0]], [[gift[1], logo[1]], gift[1]], [scene, scene],
+               box=[[(20, 20, 80, 80), (120, 50, 190, 120)], BOX], num_inference_steps=STEPS, generator=gen())
+    assert [len(c) for c in out.crop_infos] == [2, 1]
+
+
+# ---------------------------------------------------------------- bad inputs
+BAD = [
+    (dict(reference_mask=None), ValueError, "`reference_mask` is required"),
+    (dict(reference_mask="small"), ValueError, "must have the same height and width"),
+    (dict(reference_mask="empty"), ValueError, "`reference_mask` is empty"),
+    (dict(box=None), ValueError, "`box` or `scene_mask` is required"),
+    (dict(box=(0, 0, 999, 10)), ValueError, "lies outside the image"),
+    (dict(box=(10, 10, 5, 20)), ValueError, "x0 < x1"),
+    (dict(box=(1, 2, 3)), ValueError, "`box` must be 4 numbers"),
+    (dict(box=("a", 1, 2, 3)), TypeError, "`box` must contain numbers"),
+    (dict(scene_mask="small"), ValueError, "`scene_mask` must have the size of `scene`"),
+    (dict(scene_mask="empty"), ValueError, "`scene_mask` is empty"),
+    (dict(shape_control=True), ValueError, "`scene_mask` is required when `shape_control=True`"),
+    (dict(shape_control=1), TypeError, "`shape_control` must be a bool"),
+    (dict(scene=None), ValueError, "`scene` is required"),
+    (dict(scene=[]), ValueError, "`scene` is an empty list"),
+    (dict(scene=3), TypeError, "`scene` must be a PIL.Image"),
+    (dict(scene="/no/such/scene.png"), FileNotFoundError, "`scene`: no such image file"),
+    (dict(scene="float2"), ValueError, "`scene` values must lie in [0, 1]"),
+    (dict(reference=None), ValueError, "`reference` is required"),
+    (dict(reference="text"), ValueError, "`reference`: cannot read"),
+    (dict(reference=np.zeros((8, 8, 2), np.uint8)), ValueError, "`reference` as a numpy array must have shape"),
+    (dict(num_inference_steps=0), ValueError, "`num_inference_steps` must be a positive int"),
+    (dict(num_inference_steps=2.5), ValueError, "`num_inference_steps` must be a positive int"),
+    (dict(guidance_scale=-0.5), ValueError, "`guidance_scale` must be a number >= 0"),
+    (dict(guidance_scale="high"), TypeError, "`guidance_scale` must be a number"),
+    (dict(control_scale=float("nan")), ValueError, "`control_scale`"),
+    (dict(blend=-1), ValueError, "`blend` must be a number >= 0"),
+    (dict(output_type="latent"), ValueError, "`output_type` must be one of"),
+    (dict(paste_region="scene"), ValueError, "`paste_region` must be"),
+    (dict(generator=42), TypeError, "`generator` must be a torch.Generator"),
+    (dict(crop_ratio=(3.0, 1.5)), ValueError, "`crop_ratio`"),
+]
+
+
+@pytest.mark.parametrize("change,exc,msg", BAD, ids=[m for _, _, m in BAD])
+def test_bad_input(pipe, gift, scene, tmp_path, change, exc, msg):
+    args = dict(reference=gift[0], reference_mask=gift[1], scene=scene, box=BOX, num_inference_steps=STEPS)
+    special = dict(small=Image.new("L", (7, 7), 255), empty=Image.new("L", scene.size, 0),
+                   float2=torch.full((3, 10, 10), 2.0))
+    for k, v in change.items():
+        if isinstance(v, str) and v in special:
+            v = special[v] if not (k == "reference_mask" and v == "empty") else Image.new("L", gift[0].size, 0)
+        if k == "reference" and isinstance(v, str) and v == "text":
+            (tmp_path / "t.png").write_text("not an image")
+            v = str(tmp_path / "t.png")
+        args[k] = v
+    with pytest.raises(exc) as e:
+        pipe(**args)
+    assert msg in str(e.value), str(e.value)
+
+
+def test_bad_list_inputs_name_the_position(pipe, gift, logo, scene):
+    cat = sample_scene("chelsea").resize((90, 60))
+    with pytest.raises(ValueError, match=r"`box\[1\]`"):
+        pipe([gift[0], logo[0]], [gift[1], logo[1]], [scene, cat], box=[BOX, (0, 0, 200, 10)], num_inference_steps=1)
+    with pytest.raises(ValueError, match=r"`reference_mask\[1\]` is empty"):
+        pipe([gift[0], logo[0]], [gift[1], Image.new("L", logo[0].size)], scene, box=[BOX, BOX], num_inference_steps=1)
+    with pytest.raises(ValueError, match="`box` must hold one entry per object"):
+        pipe([gift[0], logo[0]], [gift[1], logo[1]], scene, box=BOX, num_inference_steps=1)
+    with pytest.raises(ValueError, match=r"`box` must have one entry per scene \(2\)"):
+        pipe(gift[0], gift[1], [scene, cat], box=[BOX], num_inference_steps=1)
+    with pytest.raises(ValueError, match=r"one generator per scene \(2\)"):
+        pipe(gift[0], gift[1], [scene, scene], BOX, generator=[gen()], num_inference_steps=1)
+    with pytest.raises(ValueError, match="`reference` is an empty list"):
+        pipe([], None, scene, BOX)
+
+
+def test_normalize_inputs_shapes(gift, logo, scene):
+    jobs = normalize_inputs([gift[0], logo[0]], [gift[1], logo[1]], scene, [BOX, (0, 0, 10, 10)])
+    assert len(jobs) == 1 and len(jobs[0][1]) == 2
+    sc, objs = jobs[0]
+    assert sc.shape == (3, 134, 200) and objs[0].reference.shape[0] == 3 and objs[0].reference_mask.shape[0] == 1
+    assert objs[1].box == (0, 0, 10, 10)
+
+
+def test_components_must_fit():
+    a, b = AnyDoor.tiny(), AnyDoor.tiny(context_dim=32)
+    with pytest.raises(ValueError, match="cross-attends"):
+        AnyDoorPipeline(vae=a.codec, unet=a.unet, detail=a.detail, id_extractor=b.id_extractor,
+                        scheduler=AnyDoorPipeline.from_model(a).scheduler, image_size=32)
+    with pytest.raises(TypeError, match="`model` must be an anydoor.model.AnyDoor"):
+        AnyDoorPipeline.from_model("tiny")
+
+
+# ---------------------------------------------------------------- dtypes, slicing, offload
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 0.25), (torch.float16, 0.06)])
+def test_half_precision(pipe, gift, scene, dtype, tol):
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny()).to(dtype)
+    p.set_progress_bar_config(disable=True)
+    a = call(p, gift, scene, output_type="pt", num_inference_steps=1).images
+    b = call(pipe, gift, scene, output_type="pt", num_inference_steps=1).images      # same seed-0 weights in fp32
+    assert p.unet.dtype == dtype and a.dtype == torch.float32 and (a - b).abs().max() < tol
+
+
+def test_attention_slicing_and_offload_hooks(pipe, gift, scene):
+    ref = call(pipe, gift, scene, output_type="pt").images
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny())
+    p.set_progress_bar_config(disable=True)
+    p.enable_attention_slicing(1)
+    assert torch.allclose(call(p, gift, scene, output_type="pt").images, ref, atol=1e-4)
+    q = AnyDoorPipeline.from_model(AnyDoor.tiny())
+    q.set_progress_bar_config(disable=True)
+    q.enable_model_cpu_offload(device="cpu")
+    calls = []
+    hook = q.unet._hf_hook
+    pre = hook.pre_forward
+    hook.pre_forward = lambda module, *a, **k: (calls.append(module), pre(module, *a, **k))[1]
+    assert torch.allclose(call(q, gift, scene, output_type="pt").images, ref, atol=1e-5)
+    assert calls and calls[0] is q.unet
+
+
+# ---------------------------------------------------------------- the ControlNet twin (timing)
+def test_controlnet_twin_is_the_same_work():
+    m = AnyDoor.tiny()
+    twin = controlnet_twin(m)
+    assert twin.unet is m.unet
+    cn = twin.controlnet.state_dict()
+    det = m.detail.state_dict()
+    assert all(torch.equal(cn[k], det[k]) for k in det)
+    assert twin.text_encoder.config.hidden_size == m.unet.config.cross_attention_dim
+    assert twin.tokenizer.model_max_length == m.id_extractor.num_tokens
+    twin.set_progress_bar_config(disable=True)
+    out = twin(prompt="", image=torch.zeros(1, 4, 32, 32), height=32, width=32, num_inference_steps=1,
+               output_type="np").images
+    assert out.shape == (1, 32, 32, 3)

@@ -195,8 +195,12 @@ def trainable_count(params) -> int: return sum(p.numel() for p in params)
 
 
 def step_flops(step: TrainStep) -> int:
-    "FLOPs of one step (matmuls, convolutions, attention; forward + backward) by torch's FlopCounterMode."
+    """FLOPs of one step (matmuls, convolutions, attention; forward + backward) by torch's FlopCounterMode.
+    On the CPU attention runs through SDPA's math path here: FlopCounterMode has no formula for the CPU flash kernel
+    and would count its attention as zero (the CUDA kernels are known to it)."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as fc:
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    ctx = sdpa_kernel(SDPBackend.MATH) if step.device.type == "cpu" else nullcontext()
+    with ctx, FlopCounterMode(display=False) as fc:
         step()
     return int(fc.get_total_flops())

@@ -225,7 +225,7 @@ class AnyDoor(nn.Module):
                              f"got {tuple(hint.shape[-2:])}")
         if isinstance(control_scale, bool) or not isinstance(control_scale, (int, float)):
             raise TypeError(f"`control_scale` must be a number, got {type(control_scale).__name__}")
-        hint = hint.to(self.dtype)
+        hint = hint.to(x_t.dtype)   # not self.dtype: diffusers scans every parameter for it, each step
         x_in = torch.cat([x_t, self.hint_to_latent_size(hint)], 1) if self.settings.hint_concat else x_t
         down = mid = None
         if self.detail is not None and control_scale != 0:

@@ -113,13 +113,14 @@ def mean_fill(target: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
 def eps_error_in_box(model, batch: dict,
                      timesteps=(100, 300, 500, 700, 900),  # fixed timesteps
                      seed: int = 0,                         # fixed noise
+                     reference: torch.Tensor | None = None, # (B, 3, R, R) condition on these instead of batch's
                     ) -> dict:                              # {t: mean in-box ε-MSE}
     "Held-out noise-prediction error inside the box at fixed timesteps with fixed noise."
     dev, B = model.device, batch["target"].shape[0]
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
     z0 = model.encode(batch["target"].to(dev))
-    tokens = model.id_extractor(batch["reference"].to(dev))
+    tokens = model.id_extractor((batch["reference"] if reference is None else reference).to(dev))
     f = model.downsample_factor
     m = batch["box_mask"].to(dev).float()
     m = m if f == 1 else F.avg_pool2d(m, f)
@@ -133,12 +134,16 @@ def eps_error_in_box(model, batch: dict,
     return out
 
 # %% ../nbs/12_evaluate.ipynb #31d758f3
-def heldout_batch(model, num_identities: int = 16, collage: str = "hifreq") -> tuple:
-    "One held-out pair per identity (deterministic) and the gallery of their references."
+def heldout_batch(model, num_identities: int = 16, collage: str = "hifreq",
+                  pairs_per_identity: int = 1,   # held-out pairs (scenes, poses) per identity
+                 ) -> tuple:
+    "`pairs_per_identity` held-out pairs of each identity (deterministic) and the gallery of their references."
     from anydoor.data import TeleportToyDataset, collate
+    if int(pairs_per_identity) < 1: raise ValueError(f"`pairs_per_identity` must be >= 1, got {pairs_per_identity}")
+    H = max(num_identities, 64)          # index p*H + i is pair p of identity i (the split cycles through H identities)
     ds = TeleportToyDataset(split="heldout", image_size=model.image_size, reference_size=model.reference_size,
-                            length=num_identities, num_heldout=max(num_identities, 64), collage=collage)
-    batch = collate([ds[i] for i in range(num_identities)])
+                            length=H * int(pairs_per_identity), num_heldout=H, collage=collage)
+    batch = collate([ds[p * H + i] for p in range(int(pairs_per_identity)) for i in range(num_identities)])
     gallery = ds.reference_gallery(sorted(set(batch["identity"].tolist())))
     return batch, gallery
 
@@ -167,9 +172,14 @@ def evaluate_batch(model, batch: dict, gallery: dict,
     m.update(identity_chance=1.0 / len(g_ids), identity_top1_ground_truth=top1(target),
              identity_top1_copy_paste=top1(cp), psnr_box_copy_paste=masked_psnr(cp, target, box_mask).mean().item(),
              psnr_box_mean_fill=masked_psnr(mf, target, box_mask).mean().item(),
-             ssim_box_copy_paste=box_ssim(cp, target, boxes).mean().item(), num_identities=len(ids), num_seeds=len(seeds))
+             ssim_box_copy_paste=box_ssim(cp, target, boxes).mean().item(), num_identities=len(g_ids), num_pairs=len(ids),
+             num_seeds=len(seeds))
     eps = eps_error_in_box(model, batch)
     m.update({f"eps_box_t{t}": v for t, v in eps.items()}); m["eps_box"] = float(np.mean(list(eps.values())))
+    # The same error with each pair conditioned on another identity's reference: how much the model uses identity
+    wrong = eps_error_in_box(model, batch, reference=torch.roll(ref, 1, dims=0))
+    m["eps_box_wrong_reference"] = float(np.mean(list(wrong.values())))
+    m["id_gap"] = m["eps_box_wrong_reference"] / m["eps_box"] - 1
     return m, crops
 
 def insertion_grid(batch: dict, crops: list, n: int = 8) -> Image.Image:
@@ -187,7 +197,7 @@ def insertion_grid(batch: dict, crops: list, n: int = 8) -> Image.Image:
 def evaluate_toy(model, cfg) -> tuple:
     "Zero-shot evaluation of `model` on held-out toy identities as `cfg.eval` says: (metrics, grid image)."
     e = cfg.eval
-    batch, gallery = heldout_batch(model, e.num_identities, cfg.detail.collage)
+    batch, gallery = heldout_batch(model, e.num_identities, cfg.detail.collage, e.pairs_per_identity)
     m, crops = evaluate_batch(model, batch, gallery, seeds=list(e.seeds), num_inference_steps=e.num_inference_steps,
                               guidance_scale=e.guidance_scale, control_scale=e.control_scale)
     return m, insertion_grid(batch, crops)

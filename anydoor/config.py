@@ -34,6 +34,7 @@ class IDConfig:
     "The identity branch (SPEC §2)."
     token_mode: str = "all"         # all (class + patch tokens) | global (class token) | none
     reference_dropout: float = 0.0  # p of training on the zero reference (teaches the CFG unconditional)
+    lr_multiplier: float = 1.0      # learning-rate multiplier for the (freshly initialised) ID projector
 
 @dataclass
 class DetailConfig:
@@ -89,7 +90,8 @@ class LoggerConfig:
 class EvalConfig:
     "Zero-shot evaluation on held-out identities (anydoor.evaluate)."
     enabled: bool = True
-    num_identities: int = 16
+    num_identities: int = 16        # gallery size: chance is 1/num_identities
+    pairs_per_identity: int = 1     # held-out pairs per identity (more = a less noisy score, same chance)
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
     control_scale: float = 1.0
@@ -143,10 +145,16 @@ def validate_config(cfg) -> None:
     for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
         if t[key] < 1: raise ValueError(f"`trainer.{key}` must be >= 1, got {t[key]}")
     if not t.lr > 0: raise ValueError(f"`trainer.lr` must be > 0, got {t.lr}")
+    for group in ("id", "detail"):
+        if not cfg[group].lr_multiplier > 0:
+            raise ValueError(f"`{group}.lr_multiplier` must be > 0, got {cfg[group].lr_multiplier}")
     if not 0 <= cfg.id.reference_dropout < 1:
         raise ValueError(f"`id.reference_dropout` must be in [0, 1), got {cfg.id.reference_dropout}")
     if not cfg.detail.enabled and cfg.detail.collage != "none":
         raise ValueError(f"`detail.collage` must be 'none' when `detail.enabled` is false, got {cfg.detail.collage!r}")
+    for key, lo in (("num_identities", 2), ("pairs_per_identity", 1), ("num_inference_steps", 1)):
+        if cfg.eval[key] < lo: raise ValueError(f"`eval.{key}` must be >= {lo}, got {cfg.eval[key]}")
+    if not len(cfg.eval.seeds): raise ValueError("`eval.seeds` must list at least one sampling seed, got []")
 
 def compose(overrides: list = (),        # command-line style overrides, e.g. ["trainer.max_steps=5"]
             config_name: str = "train",

@@ -18,8 +18,8 @@ from .timesteps import DATA_KINDS, sample_timesteps
 
 # %% auto #0
 __all__ = ['ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'wandb_mode',
-           'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'model_config', 'LossModule', 'train',
-           'format_summary', 'main']
+           'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'model_config', 'LossModule',
+           'train', 'format_summary', 'main']
 
 # %% ../nbs/14_train.ipynb #90cafa0d
 class ResumableSampler(torch.utils.data.Sampler):
@@ -208,6 +208,17 @@ def training_losses(model,                 # AnyDoor (or the wrapper accelerate 
     losses = model(dict(batch, reference=reference, timesteps=t))                  # (B,)
     return losses, t
 
+def param_groups(model, cfg) -> list:
+    "AdamW groups: the pretrained UNet decoder at `trainer.lr`, the freshly initialised branches at their multipliers."
+    members = lambda module: {id(p) for p in module.parameters()} if module is not None else set()
+    detail, projector = members(getattr(model, "detail", None)), members(model.id_extractor.projector)
+    trainable = list(model.trainable_parameters())
+    lr = cfg.trainer.lr
+    groups = [dict(name="unet", lr=lr, params=[p for p in trainable if id(p) not in detail | projector]),
+              dict(name="detail", lr=lr * cfg.detail.lr_multiplier, params=[p for p in trainable if id(p) in detail]),
+              dict(name="id_projector", lr=lr * cfg.id.lr_multiplier, params=[p for p in trainable if id(p) in projector])]
+    return [g for g in groups if g["params"]]
+
 def model_config(model):
     "The noise scheduler config of an AnyDoor, unwrapped from DDP if needed."
     inner = getattr(model, "module", model)
@@ -258,11 +269,8 @@ def train(cfg) -> dict:
     # 1. Model, optimizer, data
     model = build_model(cfg)
     if tc.gradient_checkpointing: model.enable_gradient_checkpointing()
-    detail_ids = {id(p) for p in model.detail.parameters()} if getattr(model, "detail", None) is not None else set()
     trainable = list(model.trainable_parameters())
-    groups = [{"params": [p for p in trainable if id(p) not in detail_ids], "lr": tc.lr},
-              {"params": [p for p in trainable if id(p) in detail_ids], "lr": tc.lr * cfg.detail.lr_multiplier}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr, weight_decay=tc.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     step = 0
     if cfg.resume:
@@ -371,8 +379,12 @@ def format_summary(summary: dict) -> str:
             f"{s[p + k]:7.3f}" if p + k in s else "      -" for p in ("", "before_"))
         lines.append(f"  {'held-out metric':34s}{'after':>7s}  {'before':>7s}")
         for name, k in [("identity top-1", "identity_top1"), ("in-box PSNR (dB)", "psnr_box"), ("in-box SSIM", "ssim_box"),
-                        ("background PSNR (dB)", "psnr_background"), ("in-box eps-MSE", "eps_box")]:
+                        ("background PSNR (dB)", "psnr_background"), ("in-box eps-MSE", "eps_box"),
+                        ("identity gap (eps, wrong reference)", "id_gap")]:
             lines.append(row(name, k))
+        if "num_pairs" in s:
+            lines.append(f"  identity: {s['num_pairs']} held-out pairs of {s['num_identities']} identities x "
+                         f"{s['num_seeds']} sampling seeds (s.d. over seeds {s['identity_top1_std']:.3f})")
         lines.append(f"  chance {s['identity_chance']:.3f} | copy-paste: identity {s['identity_top1_copy_paste']:.3f}, "
                      f"in-box PSNR {s['psnr_box_copy_paste']:.2f} dB | ground truth identity {s['identity_top1_ground_truth']:.3f}")
     return "\n".join(lines)

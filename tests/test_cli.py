@@ -162,3 +162,21 @@ def test_missing_required_arguments():
 def test_parse_box_and_help():
     assert parse_box(" 1, 2 ,3,4") == (1, 2, 3, 4)
     assert "anydoor-insert" in build_parser().format_help()
+
+
+def test_shipped_trained_weights_are_the_default(files):
+    "With no --model, anydoor-insert uses the trained tiny AnyDoor that ships with the package."
+    import json
+    import anydoor
+    from pathlib import Path
+    shipped = shipped_weights()
+    assert shipped is not None and (shipped / "model_index.json").is_file()
+    record = json.loads((Path(anydoor.__file__).parent / "weights" / "anydoor-tiny.json").read_text())
+    assert record["step"] > 0 and record["identity_top1"] > record["identity_chance"]
+    code, err = run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg",
+                        "--steps", 2, "--seed", 0, "--out", files / "shipped.png")
+    assert code == 0, err
+    a = np.asarray(Image.open(files / "shipped.png"))
+    assert run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg", "--model",
+                   shipped, "--steps", 2, "--seed", 0, "--out", files / "shipped_explicit.png")[0] == 0
+    assert np.array_equal(a, np.asarray(Image.open(files / "shipped_explicit.png")))   # the same weights

@@ -380,7 +380,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  {'held-out metric':34s}{'after':>7s}  {'before':>7s}")
         for name, k in [("identity top-1", "identity_top1"), ("in-box PSNR (dB)", "psnr_box"), ("in-box SSIM", "ssim_box"),
                         ("background PSNR (dB)", "psnr_background"), ("in-box eps-MSE", "eps_box"),
-                        ("identity gap (eps, wrong reference)", "id_gap")]:
+                        ("identity gap (wrong reference)", "id_gap")]:
             lines.append(row(name, k))
         if "num_pairs" in s:
             lines.append(f"  identity: {s['num_pairs']} held-out pairs of {s['num_identities']} identities x "

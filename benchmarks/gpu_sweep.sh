@@ -16,7 +16,7 @@ if [ "${2:-}" = "--smoke" ]; then
 else
   SCALE="model.image_size=64 model.reference_size=64 trainer.batch_size=64 trainer.max_steps=400 trainer.lr=2e-4
          trainer.mixed_precision=bf16 trainer.checkpoint_every=200 trainer.sample_every=200 data.num_workers=12
-         eval.num_identities=32 eval.num_inference_steps=20"
+         eval.num_identities=32 eval.num_inference_steps=20 trainer.num_threads=0"
   EXPERIMENTS=abl_full,abl_id_global,abl_id_none,abl_detail_none,abl_timesteps_uniform; SEEDS=0,1
 fi
 # shellcheck disable=SC2086

@@ -385,7 +385,7 @@ class AnyDoorPipeline(DiffusionPipeline):
             g = [gens[i] for i in active] if isinstance(generator, list) else generator
             crops = generate(model, torch.stack(refs), torch.stack(hints), num_inference_steps=int(num_inference_steps),
                              guidance_scale=float(guidance_scale), control_scale=float(control_scale),
-                             generator=g, progress=loop)                       # (B, 3, S, S) in [-1, 1]
+                             generator=g, progress=loop, scheduler=self.scheduler)                       # (B, 3, S, S) in [-1, 1]
             crops = crops.float().cpu()
             # 6. Paste back into the scene (hard, or feathered over `blend` pixels)
             for i, crop, info in zip(active, crops, infos):

@@ -347,3 +347,20 @@ def test_controlnet_twin_is_the_same_work():
     out = twin(prompt="", image=torch.zeros(1, 4, 32, 32), height=32, width=32, num_inference_steps=1,
                output_type="np").images
     assert out.shape == (1, 32, 32, 3)
+
+
+def test_a_swapped_scheduler_is_used():
+    "`pipe.scheduler = OtherScheduler.from_config(...)` changes the sampler, as in any diffusers pipeline."
+    from diffusers import DPMSolverMultistepScheduler
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny(seed=0))
+    p.set_progress_bar_config(disable=True)
+    obj, mask = sample_object("gift")
+    scene = sample_scene("coffee").resize((160, 120))
+    run = lambda: np.asarray(p(obj, mask, scene, box=(60, 20, 120, 80), num_inference_steps=3,
+                               generator=torch.Generator().manual_seed(0)).images[0])
+    ddim = p.scheduler
+    a = run()
+    p.scheduler = DPMSolverMultistepScheduler.from_config(ddim.config)
+    b = run()
+    p.scheduler = ddim
+    assert not np.array_equal(a, b) and np.array_equal(a, run())

@@ -37,6 +37,6 @@ def test_ablation_row_changes_one_concern(name, group):
 
 def test_main_is_the_recipe_trained_longer_and_evaluated_before():
     assert changed("abl_full", "main") == {"name", "trainer.max_steps", "trainer.checkpoint_every",
-                                           "trainer.sample_every", "eval.before", "eval.pairs_per_identity"}
+                                           "trainer.sample_every", "eval.before"}
     cfg = compose(["experiment=main"])
     assert cfg.model.pretrained == "shipped" and cfg.eval.before and cfg.trainer.max_steps == 400

@@ -121,50 +121,16 @@ def hifreq_opencv_loop(image: torch.Tensor, mask: torch.Tensor, thresh: int = 50
     return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-_SOBEL = torch.tensor([[[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]], [[-1., -2, -1], [0, 0, 0], [1, 2, 1]]])[:, None]
-
-
-def _erode_box(x: torch.Tensor, k: int = 9) -> torch.Tensor:
-    "Square k x k erosion of a {0,1} mask, the border not eroding, by an integral image (O(1) per pixel)."
-    r, (H, W) = k // 2, x.shape[-2:]
-    p = F.pad(x, (r + 1, r, r + 1, r), value=1.0)
-    p[..., 0, :] = 0; p[..., :, 0] = 0                                          # the integral image's zero row/column
-    c = p.cumsum(-1).cumsum(-2)
-    s = c[..., k:k + H, k:k + W] - c[..., :H, k:k + W] - c[..., k:k + H, :W] + c[..., :H, :W]
-    return (s > k * k - 0.5).to(x.dtype)
-
-
-def hifreq_proposed(image: torch.Tensor, mask: torch.Tensor, thresh: int = 50, chunk: int = 2) -> torch.Tensor:
-    """A faster torch version of anydoor.hifreq.high_frequency_map (work_size=None), proposed to its notebook, not
-    used by the library. Same output; the differences: Sobel as one conv2d (on integer levels its results are
-    integers, so no rounding is needed before saturating), the two 5x5 erosions as one 9x9 erosion (square erosions
-    compose, and with the border counted as object the composition is exact) computed by an integral image in O(1)
-    per pixel, in-place ops, and chunks of `chunk` images so that the intermediates stay in cache."""
-    from anydoor.hifreq import _reflect101_pad
-    outs = []
-    for i in range(0, len(image), chunk):
-        x, m = image[i:i + chunk].float(), mask[i:i + chunk].float()
-        B, C, H, W = x.shape
-        lv = (x * 255).round_()                                                  # 8-bit levels (B, 3, H, W); x in [0, 1]
-        g = F.conv2d(_reflect101_pad(lv).reshape(B * C, 1, H + 2, W + 2), _SOBEL)  # Gx, Gy   (B*3, 2, H, W)
-        g = g.abs_().clamp_(max=255)                                             # |G| saturated to 8 bits
-        e = g.sum(1).mul_(0.5).round_().reshape(B, C, H, W).amax(1, keepdim=True)  # max_c    (B, 1, H, W)
-        e.mul_(_erode_box((m > 0.5).float()))
-        e.masked_fill_(e < thresh, 0.0)
-        outs.append(e.div_(255) * x)
-    return torch.cat(outs).to(image.dtype)
-
-
 def build(figure: str, config: str, p: dict):
     "A callable for one configuration of one figure (used for peak memory in a fresh process)."
     if figure in ("1", "2", "6train"):
         steps = training_steps(p["S"], p["B"], which=(config,), lone=True)
         return steps[config]
     if figure == "4":
-        from anydoor.hifreq import high_frequency_map
+        from anydoor.hifreq import high_frequency_map, high_frequency_steps
         img, mask = hifreq_inputs(p["n"], p["size"])
         return dict(torch_batched=lambda: high_frequency_map(img, mask), opencv_loop=lambda: hifreq_opencv_loop(img, mask),
-                    torch_proposed=lambda: hifreq_proposed(img, mask))[config]
+                    torch_steps=lambda: high_frequency_steps(img, mask)["output"])[config]
     if figure == "3":
         batches = preload_batches(p)[0] if config == "preloaded" else None
         return lambda: run_train(p, preloaded=(config == "preloaded"), batches=batches)
@@ -329,15 +295,16 @@ def figure3(m):
 
 
 def figure4(m):
-    """high_frequency_map on a batch vs the released recipe image by image with OpenCV."""
-    from anydoor.hifreq import high_frequency_map
+    """high_frequency_map (the library's fast path) on a batch vs the released recipe image by image with OpenCV,
+    and vs the notebook's readable `high_frequency_steps` (the library's function until 2026-11-26)."""
+    from anydoor.hifreq import high_frequency_map, high_frequency_steps
     img, mask = hifreq_inputs(m["hf_n"], m["hf_size"])
     ours, ref = high_frequency_map(img, mask), hifreq_opencv_loop(img, mask)
     diff = float((ours - ref).abs().max())
-    prop_diff = float((hifreq_proposed(img, mask) - ref).abs().max())
+    steps_diff = float((high_frequency_steps(img, mask)["output"] - ours).abs().max())
     t = interleaved({"torch_batched": lambda: high_frequency_map(img, mask),
                      "opencv_loop": lambda: hifreq_opencv_loop(img, mask),
-                     "torch_proposed": lambda: hifreq_proposed(img, mask)}, m["hf_repeats"], 1)
+                     "torch_steps": lambda: high_frequency_steps(img, mask)["output"]}, m["hf_repeats"], 1)
     r = ratio(t, "opencv_loop", "torch_batched")        # speed-up of ours
     prof = profile_top(lambda: high_frequency_map(img, mask))
     return dict(
@@ -346,26 +313,28 @@ def figure4(m):
              f"threshold 50, times the float image); both take float tensors in and give float tensors out",
         sizes=dict(images=m["hf_n"], size=m["hf_size"], torch_threads=torch.get_num_threads()),
         max_abs_difference=diff, timing=summarize(t), ratio=r, value=r["paired_median"],
-        proposed=dict(what="hifreq_proposed (benchmarks/cpu.py): a faster implementation proposed for anydoor.hifreq",
-                      speedup_vs_opencv=ratio(t, "opencv_loop", "torch_proposed"),
-                      speedup_vs_current=ratio(t, "torch_batched", "torch_proposed"), max_abs_difference_vs_current=prop_diff),
+        steps=dict(what="high_frequency_steps (nbs/01_hifreq): the readable path, every intermediate kept",
+                   speedup_of_ours=ratio(t, "torch_steps", "torch_batched"), max_abs_difference=steps_diff),
         value_is="speed-up of ours = opencv seconds / torch seconds", target=">= 1.0", met=_met(4, r["paired_median"]),
         profile_torch=prof, profile_parts=hifreq_parts(img, mask),
-        peak=peaks("4", ["torch_batched", "opencv_loop", "torch_proposed"], dict(n=m["hf_n"], size=m["hf_size"]), m))
+        peak=peaks("4", ["torch_batched", "opencv_loop", "torch_steps"], dict(n=m["hf_n"], size=m["hf_size"]), m))
 
 
-def hifreq_parts(img, mask, repeats: int = 3) -> dict:
-    "CPU ms of the stages of high_frequency_map on these inputs (levels, erosion, Sobel, edge map, product)."
+def hifreq_parts(img, mask, repeats: int = 3, chunk: int = 2) -> dict:
+    "CPU ms of the stages of high_frequency_map's fast path on these inputs, chunk by chunk as it runs them."
     from anydoor import hifreq as H
-    m = (mask > 0.5).float()
-    lv = (img * 255).round().clamp(0, 255)
-    ax, ay = H._sobel_magnitudes(lv)
-    e = ((ax + ay) * 0.5).round().amax(dim=1, keepdim=True)
-    er = H._erode(m)
-    stages = {"8-bit levels": lambda: (img * 255).round().clamp(0, 255), "erosion (max_pool2d 5x5 x2)": lambda: H._erode(m),
-              "Sobel (shifted slices)": lambda: H._sobel_magnitudes(lv),
-              "edge map (average, channel max)": lambda: ((ax + ay) * 0.5).round().amax(dim=1, keepdim=True),
-              "mask, threshold, times image": lambda: (torch.where(e * er < 50, 0.0, e * er) / 255 * img)}
+    xs, ms = img.split(chunk), [(m > 0.5).float() for m in mask.split(chunk)]
+    lvs = [(x * 255).round() for x in xs]
+    axy = [H._sobel_magnitudes(lv) for lv in lvs]
+    es = [(ax + ay).mul_(0.5).round_().amax(1, keepdim=True) for ax, ay in axy]
+    ers = [H._erode_square(m) for m in ms]
+    stages = {"8-bit levels": lambda: [(x * 255).round() for x in xs],
+              "erosion (9x9 integral image)": lambda: [H._erode_square(m) for m in ms],
+              "Sobel (shifted slices)": lambda: [H._sobel_magnitudes(lv) for lv in lvs],
+              "edge map (average, channel max)": lambda: [(ax + ay).mul_(0.5).round_().amax(1, keepdim=True)
+                                                          for ax, ay in axy],
+              "mask, threshold, times image": lambda: [torch.where(e * er < 50, 0.0, e * er) / 255 * x
+                                                       for e, er, x in zip(es, ers, xs)]}
     t = interleaved(stages, repeats, 1)
     return {k: round(float(np.median(v)) * 1e3, 1) for k, v in t["cpu"].items()}
 
@@ -578,16 +547,15 @@ def markdown(res: dict) -> str:
     elif f6 and "error" in f6: notes.append(f"Figure 6: {f6['error']}")
     f4 = figs.get("4")
     if f4 and "profile_torch" in f4:
-        pr = f4.get("proposed", {})
+        st = f4.get("steps", {})
         L += ["", f"Figure 4: outputs agree to {f4['max_abs_difference']:.1e} (max abs). CPU ms per stage of the torch "
               f"call: " + "; ".join(f"{k} {v}" for k, v in f4.get("profile_parts", {}).items()) + ". Top ops: "
               + "; ".join(f"{r['op']} {r['share'] * 100:.0f}%" for r in f4["profile_torch"][:4]) + "."]
-        if pr:
-            L += ["", f"Figure 4, proposed implementation (`hifreq_proposed` in benchmarks/cpu.py: conv2d Sobel, one 9x9 "
-                  f"integral-image erosion, 2-image chunks; max abs difference {pr['max_abs_difference_vs_current']:.1e}): "
-                  f"{f4['timing']['torch_proposed']['median_s'] * 1e3:.1f} ms, speed-up "
-                  f"{pr['speedup_vs_opencv']['paired_median']:.2f}× vs OpenCV, "
-                  f"{pr['speedup_vs_current']['paired_median']:.2f}× vs the current function."]
+        if st:
+            L += ["", f"Figure 4, the readable `high_frequency_steps` (the library's function before the fast path; "
+                  f"max abs difference {st['max_abs_difference']:.1e}): "
+                  f"{f4['timing']['torch_steps']['median_s'] * 1e3:.1f} ms; the fast path is "
+                  f"{st['speedup_of_ours']['paired_median']:.2f}× faster."]
     if notes: L += [""] + [f"- {x}" for x in notes]
     return "\n".join(L) + "\n"
 

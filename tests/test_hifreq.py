@@ -168,3 +168,19 @@ def test_bad_input(case):
     with pytest.raises(exc) as e:
         fn()
     assert msg in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 37, 53), (2, 3, 1, 1), (1, 3, 1, 9), (3, 3, 300, 17), (4, 3, 224, 224)])
+def test_fast_path_equals_readable_steps(shape):
+    "high_frequency_map (chunked, integral-image erosion) is bit-identical to high_frequency_steps' output."
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g)
+    x[:, :, ::4] = x[:, :, ::4].round()                                     # hard edges as well as noise
+    m = torch.rand((shape[0], 1, *shape[2:]), generator=g) > 0.15
+    m[..., : shape[-2] // 2, :] = True                                      # a solid region touching the border
+    for thresh in (0, 50, 255):
+        assert torch.equal(high_frequency_map(x, m, thresh), high_frequency_steps(x, m, thresh)["output"])
+    assert torch.equal(high_frequency_map(x, m, work_size=(31, 20)), high_frequency_steps(x, m, work_size=(31, 20))["output"])
+    assert torch.equal(high_frequency_map(x[0], m[0]), high_frequency_steps(x[0], m[0])["output"])   # unbatched
+    half = x.to(torch.bfloat16).float().to(torch.bfloat16)                  # the output keeps the input's dtype
+    assert high_frequency_map(half, m).dtype == torch.bfloat16

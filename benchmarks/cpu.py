@@ -18,7 +18,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import (interleaved, summarize, ratio, measure_peak, peak_in_subprocess, machine,
                                fit_exponent, write_json)

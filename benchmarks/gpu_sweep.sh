@@ -3,8 +3,9 @@
 # H100): the toy fine-tune recipe (experiment=abl_full, on the shipped toy foundation models) with
 # twice the CPU sweep's batch and 2.7x its steps (10.7x its training samples per run), five
 # ablation rows x three seeds. The three seeds run as three processes side by side on the one GPU
-# (the tiny model leaves it mostly idle; the procedural data, 4 workers per process, is the
-# bottleneck). Writes W&B offline runs, summaries, the ablation table and plot into OUT.
+# (4 data workers each), so that start-up and evaluation of one overlap training of the others;
+# they kept an H200 90-98% busy while training (nvidia-smi), and the whole sweep took 300 s there
+# (nbs/sweeps/gpu-2026-11-26). Writes W&B offline runs, summaries, the ablation table and plot into OUT.
 #   bash benchmarks/gpu_sweep.sh OUT            # on a GPU machine with the project installed
 #   bash benchmarks/gpu_sweep.sh OUT --smoke    # the same commands for seconds on a CPU
 # Sync afterwards with: wandb sync OUT/*/*/wandb/offline-run-*

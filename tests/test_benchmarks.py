@@ -52,12 +52,12 @@ def test_gpu_smoke_rejects_bad_args(tmp_path):
         gpu.main([])                                                           # the output folder is required
 
 
-def _gpu_sweep(*args, env=None):
+def _gpu_sweep(*args):
     import os, subprocess, sys
     from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_sweep.sh"
     return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=600,
-                          env=dict(os.environ, PYTHON=sys.executable, **(env or {})))
+                          env=dict(os.environ, PYTHON=sys.executable))
 
 
 def test_gpu_sweep_smoke(tmp_path):

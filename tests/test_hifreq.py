@@ -182,5 +182,6 @@ def test_fast_path_equals_readable_steps(shape):
         assert torch.equal(high_frequency_map(x, m, thresh), high_frequency_steps(x, m, thresh)["output"])
     assert torch.equal(high_frequency_map(x, m, work_size=(31, 20)), high_frequency_steps(x, m, work_size=(31, 20))["output"])
     assert torch.equal(high_frequency_map(x[0], m[0]), high_frequency_steps(x[0], m[0])["output"])   # unbatched
-    half = x.to(torch.bfloat16).float().to(torch.bfloat16)                  # the output keeps the input's dtype
-    assert high_frequency_map(half, m).dtype == torch.bfloat16
+    half = x.to(torch.bfloat16)                                             # the output keeps the input's dtype
+    out = high_frequency_map(half, m)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, high_frequency_steps(half, m)["output"])

@@ -16,7 +16,7 @@ from .sampling import generate
 # %% auto #0
 __all__ = ['crop_boxes', 'colour_signature', 'reference_signature', 'box_signature', 'identity_top1', 'masked_psnr', 'box_ssim',
            'copy_paste', 'mean_fill', 'eps_error_in_box', 'heldout_batch', 'evaluate_batch', 'insertion_grid',
-           'evaluate_toy', 'sample_grid']
+           'evaluate_toy', 'sample_grid', 'x0_error_by_timestep']
 
 # %% ../nbs/12_evaluate.ipynb #66823699
 def crop_boxes(images: torch.Tensor,   # (B, 3, S, S)
@@ -210,3 +210,31 @@ def sample_grid(model, cfg, n: int = 4) -> Image.Image:
                    guidance_scale=e.guidance_scale, generator=torch.Generator().manual_seed(0)).cpu().float()
     model.train()
     return insertion_grid(batch, [out], n)
+
+# %% ../nbs/12_evaluate.ipynb #e6aabf84
+@torch.no_grad()
+def x0_error_by_timestep(model, batch: dict,
+                         timesteps=(1, 101, 201, 401, 601, 801, 901, 951, 999),
+                         seed: int = 0,   # fixed noise
+                        ) -> dict:        # {"timesteps", "model", "trivial"}: RMS errors of x̂₀ per timestep
+    "RMS error of the one-step estimate x̂₀ of held-out targets per timestep, beside the trivial x̂₀ = 0 (latent units)."
+    if not len(timesteps): raise ValueError("`timesteps` must name at least one timestep, got none")
+    T = model.num_train_timesteps
+    if any(int(t) != t or not 0 <= t < T for t in timesteps):
+        raise ValueError(f"`timesteps` must be integers in [0, {T}), got {list(timesteps)}")
+    dev, B = model.device, batch["target"].shape[0]
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
+    z0 = model.encode(batch["target"].to(dev)).float()
+    tokens = model.id_extractor(batch["reference"].to(dev))
+    abar = model.noise_scheduler.alphas_cumprod.to(dev)
+    out = dict(timesteps=[int(t) for t in timesteps], model=[], trivial=[])
+    for t in out["timesteps"]:
+        tt = torch.full((B,), t, device=dev, dtype=torch.long)
+        a, s = abar[t].sqrt(), (1 - abar[t]).sqrt()
+        x_t = model.noise_scheduler.add_noise(z0, noise, tt)
+        eps = model.predict_noise(x_t.to(model.dtype), tt, tokens, batch["hint"].to(dev)).float()
+        x0_hat = (x_t - s * eps) / a
+        out["model"].append((x0_hat - z0).pow(2).mean().sqrt().item())
+        out["trivial"].append(z0.pow(2).mean().sqrt().item())   # x̂₀ = 0, i.e. ε = x_t / σ_t
+    return out

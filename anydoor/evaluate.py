@@ -211,7 +211,7 @@ def sample_grid(model, cfg, n: int = 4) -> Image.Image:
     model.train()
     return insertion_grid(batch, [out], n)
 
-# %% ../nbs/12_evaluate.ipynb #e6aabf84
+# %% ../nbs/12_evaluate.ipynb #c8dfa367
 @torch.no_grad()
 def x0_error_by_timestep(model, batch: dict,
                          timesteps=(1, 101, 201, 401, 601, 801, 901, 951, 999),

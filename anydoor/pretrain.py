@@ -361,11 +361,12 @@ def base_validation_losses(unet, caption_encoder, scheduler,
                            seed: int = 0,             # fixes the noise; t is spread evenly over 0..T-1
                            batch: int = 256,
                            autocast=nullcontext,
+                           scale: float = 1.0,        # the codec's scaling_factor: the model sees scale × pixels
                           ) -> tuple:                 # ((N,) per-sample ε-MSE, (N,) timesteps)
     "Per-sample ε-MSE of the base model at fixed noise and evenly spread timesteps."
     dev = unet.device
     N, T = len(images), scheduler.config.num_train_timesteps
-    x0 = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+    x0 = (images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()) * scale
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=g)
     t = torch.linspace(0, T - 1, N).round().long()
@@ -385,6 +386,7 @@ def sample_base(unet, caption_encoder, scheduler,
                 num_inference_steps: int = 50,
                 guidance_scale: float = 3.0,  # classifier-free guidance on the caption (1: off)
                 generator: torch.Generator | None = None,
+                scale: float = 1.0,           # the codec's scaling_factor: samples are divided by it
                ) -> torch.Tensor:             # (B, 3, S, S) in [-1, 1]
     "Sample the base model with DDIM (η = 0) and classifier-free guidance on the caption."
     if not isinstance(captions, torch.Tensor) or captions.ndim != 3:
@@ -403,7 +405,7 @@ def sample_base(unet, caption_encoder, scheduler,
             eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([null, ctx])).sample.chunk(2)
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         x = ddim.step(eps, t, x).prev_sample
-    return x.clamp(-1, 1)
+    return (x / scale).clamp(-1, 1)
 
 # %% ../nbs/09_pretrain.ipynb #b552b8bc
 def _lr_schedule(state):
@@ -536,7 +538,7 @@ def train_base(pool: dict,             # base pool: images (P,3,S,S) uint8, iden
     autocast, step = _autocast(dev, cfg.precision), 0
     while True:
         idx = torch.randint(P, (B,), generator=g, device=dev)
-        x0 = images[idx].float() / 127.5 - 1                                            # (B, 3, S, S)
+        x0 = (images[idx].float() / 127.5 - 1) * cfg.latent_scale                       # (B, 3, S, S)
         x0 = torch.where(torch.rand(B, 1, 1, 1, generator=g, device=dev) < 0.5, x0.flip(-1), x0)
         keep = torch.rand(B, 1, 1, generator=g, device=dev) >= cfg.caption_dropout
         caption = captions[identity[idx]] * keep                                        # (B, 6, 16)
@@ -589,6 +591,7 @@ class PretrainConfig:
     queries: int = 8                     # retrieval queries per held-out identity and background kind
     sample_steps: int = 50               # DDIM steps for the sample grid
     guidance: float = 3.0
+    latent_scale: float = 1.0            # the codec's scaling_factor: the base model learns on latent_scale × pixels
     workers: int | None = None           # render processes (preset: all cores but two, at most 12)
     threads: int | None = None           # torch CPU threads of the training process (None: torch's default)
     encoder_max_s: float | None = None   # wall-clock caps of the two training loops (0: no cap; preset on cuda)
@@ -631,7 +634,7 @@ def resolve_config(cfg: PretrainConfig) -> PretrainConfig:
     need_int("pool_size", 1); need_int("val_size", 1); need_int("queries", 1); need_int("sample_steps", 1)
     need_int("workers", 0)
     if cfg.threads is not None: need_int("threads", 1)
-    for name in ("encoder_lr", "base_lr", "temperature", "guidance"):
+    for name in ("encoder_lr", "base_lr", "temperature", "guidance", "latent_scale"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"`{name}` must be a number > 0, got {v!r}")
@@ -646,10 +649,10 @@ def resolve_config(cfg: PretrainConfig) -> PretrainConfig:
     return cfg
 
 # %% ../nbs/09_pretrain.ipynb #60462b94
-def _save_base(folder: Path, unet, caption_encoder, scheduler):
+def _save_base(folder: Path, unet, caption_encoder, scheduler, scale: float = 1.0):
     "Write the SD-layout folder; the UNet's weights are stored in float16 (half the size; they load as float32)."
     from diffusers.utils import logging as dlogging
-    PixelCodec(channels=3).save_pretrained(folder / "vae")
+    PixelCodec(channels=3, scaling_factor=float(scale)).save_pretrained(folder / "vae")
     half = base_unet(0, unet.config.sample_size)
     half.load_state_dict(unet.state_dict())
     level = dlogging.get_verbosity(); dlogging.set_verbosity_error()       # no "cast with to()" advice: we mean it
@@ -748,7 +751,7 @@ def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
     unet, caption_encoder, raw_unet, raw_captions, log["base"] = train_base(pool, captions.to(dev), cfg, log=say)
     log["timings"]["base_done_s"] = round(time.perf_counter() - t_start, 2)
     scheduler = sd21_scheduler()
-    _save_base(out / BASE_FOLDER, unet, caption_encoder, scheduler)
+    _save_base(out / BASE_FOLDER, unet, caption_encoder, scheduler, cfg.latent_scale)
     say(f"base: {log['base']['steps']} steps in {log['base']['seconds']} s, saved")
     log["pools"] = renderer.report()
     def evaluate_base():                                          # in fp32: cheap, and no bf16 drift in sampling
@@ -759,7 +762,7 @@ def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
         for name, (u, c, cp) in dict(trained_ema=(shipped, caption_encoder, caps), trained_raw=(raw_unet, raw_captions, caps),
                                      trained_empty_caption=(shipped, caption_encoder, torch.zeros_like(caps)),
                                      untrained=(untrained_unet, untrained_captions, caps)).items():
-            per, t = base_validation_losses(u, c, scheduler, val["images"], cp, seed=cfg.seed + 3)
+            per, t = base_validation_losses(u, c, scheduler, val["images"], cp, seed=cfg.seed + 3, scale=cfg.latent_scale)
             losses[name] = float(per.mean())
             if name in ("trained_ema", "untrained"):
                 bins = (t * 10 // scheduler.config.num_train_timesteps).clamp(max=9)
@@ -770,8 +773,9 @@ def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
         say(f"validation eps-MSE: trained (EMA) {losses['trained_ema']:.4f}, untrained {losses['untrained']:.4f}")
         n = min(8, len(val["images"]))
         g = torch.Generator().manual_seed(cfg.seed + 5)
-        cond = sample_base(shipped, caption_encoder, scheduler, caps[:n], cfg.sample_steps, cfg.guidance, g)
-        uncond = sample_base(shipped, caption_encoder, scheduler, torch.zeros_like(caps[:n]), cfg.sample_steps, cfg.guidance, g)
+        cond = sample_base(shipped, caption_encoder, scheduler, caps[:n], cfg.sample_steps, cfg.guidance, g, cfg.latent_scale)
+        uncond = sample_base(shipped, caption_encoder, scheduler, torch.zeros_like(caps[:n]), cfg.sample_steps, cfg.guidance, g,
+                             cfg.latent_scale)
         real = val["images"][:n].float() / 127.5 - 1
         _sample_grid_png(out / SAMPLES_FILE, real, cond.float().cpu(), uncond.float().cpu(),
                          f"toy base model, {log['base']['steps']} steps: held-out identities (DDIM {cfg.sample_steps}, w={cfg.guidance})")

@@ -198,3 +198,15 @@ def test_bf16_autocast_and_time_cap_paths():
     capped = resolve_config(PretrainConfig(out="x", encoder_steps=10_000, encoder_batch_size=4, encoder_max_s=0.01))
     _, rep = train_encoder(views, capped, log=lambda m: None)
     assert rep["capped_by_time"] and rep["steps"] < 10_000
+
+
+def test_latent_scale_is_the_codecs_scaling_factor(tmp_path):
+    "`--latent-scale` trains on scaled pixels and writes the scale where AnyDoor's encode/decode read it."
+    from anydoor.model import AnyDoor
+    log = pretrain(PretrainConfig(out=str(tmp_path), label="scale", latent_scale=2.5, **TINY), echo=False)
+    assert log["errors"] == [] and log["config"]["latent_scale"] == 2.5
+    assert json.loads((tmp_path / BASE_FOLDER / "vae" / "config.json").read_text())["scaling_factor"] == 2.5
+    model = AnyDoor.from_foundation(*toy_foundation_paths(tmp_path), image_size=32, reference_size=32)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(model.encode(x), 2.5 * x) and torch.allclose(model.decode(model.encode(x)), x)
+    assert "--latent-scale 2.5" in log["reproduce"]

@@ -79,3 +79,23 @@ def test_gpu_sweep_smoke(tmp_path):
 def test_gpu_sweep_usage():
     res = _gpu_sweep()
     assert res.returncode != 0 and "usage: gpu_sweep.sh OUT" in res.stderr
+
+
+def test_base_scale_smoke(tmp_path):
+    "The latent-scale GPU check's commands at seconds' scale: both arms pretrain, fine-tune, evaluate and tabulate."
+    import os, subprocess, sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "base_scale.sh"
+    out = tmp_path / "scale"
+    res = subprocess.run(["bash", str(script), str(out), "--smoke"], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHON=sys.executable))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for scale in ("1.0", "2.29"):
+        vae = json.loads((out / f"base-{scale}" / "toy-sd" / "vae" / "config.json").read_text())
+        assert vae["scaling_factor"] == float(scale)
+        s = json.loads((out / f"main-{scale}" / "summary.json").read_text())
+        assert s["step"] == 2 and math.isfinite(s["loss"]) and "before_identity_top1" in s
+    rows = [l for l in (out / "table.md").read_text().splitlines() if l.startswith("| 1.0 |") or l.startswith("| 2.29 |")]
+    assert len(rows) == 4, rows
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode != 0 and "usage: base_scale.sh OUT" in usage.stderr

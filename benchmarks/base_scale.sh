@@ -6,7 +6,8 @@
 # its latents), then run the README's main job (experiment=main: 400 fine-tune steps, evaluated before
 # and after) on each, evaluated on 32 held-out pairs x 3 seeds. Prints and writes OUT/table.md.
 # A CPU probe that only continued the shipped base for 400 steps with the scale raised in-box PSNR
-# by 1.9 dB and identity from 0.115 to 0.177 (README, "What limits identity").
+# by 1.9 dB and identity from 0.115 to 0.177, and 1200 steps did no better (0.167): whether a base
+# trained from scratch this way reaches 3x chance is what this measures (README, "What limits identity").
 #   bash benchmarks/base_scale.sh OUT            # on a GPU machine with the project installed
 #   bash benchmarks/base_scale.sh OUT --smoke    # the same commands for seconds on a CPU
 set -euo pipefail

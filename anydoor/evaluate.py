@@ -109,6 +109,18 @@ def mean_fill(target: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
     return torch.where(box_mask > 0, mean, target)
 
 # %% ../nbs/12_evaluate.ipynb #77e9467c
+def _fixed_noise_predictions(model, batch: dict, timesteps, seed: int = 0, reference: torch.Tensor | None = None):
+    "Yield `(t, z0, noise, x_t, ε̂)` for the batch's targets noised at each timestep with one fixed noise draw."
+    dev, B = model.device, batch["target"].shape[0]
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
+    z0 = model.encode(batch["target"].to(dev))
+    tokens = model.id_extractor((batch["reference"] if reference is None else reference).to(dev))
+    for t in timesteps:
+        tt = torch.full((B,), int(t), device=dev, dtype=torch.long)
+        x_t = model.noise_scheduler.add_noise(z0, noise, tt).to(model.dtype)
+        yield int(t), z0, noise, x_t, model.predict_noise(x_t, tt, tokens, batch["hint"].to(dev))
+
 @torch.no_grad()
 def eps_error_in_box(model, batch: dict,
                      timesteps=(100, 300, 500, 700, 900),  # fixed timesteps
@@ -116,21 +128,13 @@ def eps_error_in_box(model, batch: dict,
                      reference: torch.Tensor | None = None, # (B, 3, R, R) condition on these instead of batch's
                     ) -> dict:                              # {t: mean in-box ε-MSE}
     "Held-out noise-prediction error inside the box at fixed timesteps with fixed noise."
-    dev, B = model.device, batch["target"].shape[0]
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
-    z0 = model.encode(batch["target"].to(dev))
-    tokens = model.id_extractor((batch["reference"] if reference is None else reference).to(dev))
     f = model.downsample_factor
-    m = batch["box_mask"].to(dev).float()
+    m = batch["box_mask"].to(model.device).float()
     m = m if f == 1 else F.avg_pool2d(m, f)
     out = {}
-    for t in timesteps:
-        tt = torch.full((B,), int(t), device=dev, dtype=torch.long)
-        x_t = model.noise_scheduler.add_noise(z0, noise, tt)
-        pred = model.predict_noise(x_t, tt, tokens, batch["hint"].to(dev))
+    for t, _, noise, _, pred in _fixed_noise_predictions(model, batch, timesteps, seed, reference):
         err = ((pred.float() - noise) ** 2 * m).sum() / (m.sum() * noise.shape[1]).clamp_min(1)
-        out[int(t)] = err.item()
+        out[t] = err.item()
     return out
 
 # %% ../nbs/12_evaluate.ipynb #31d758f3
@@ -215,26 +219,17 @@ def sample_grid(model, cfg, n: int = 4) -> Image.Image:
 @torch.no_grad()
 def x0_error_by_timestep(model, batch: dict,
                          timesteps=(1, 101, 201, 401, 601, 801, 901, 951, 999),
-                         seed: int = 0,   # fixed noise
+                         seed: int = 0,   # fixed noise, as in `eps_error_in_box`
                         ) -> dict:        # {"timesteps", "model", "trivial"}: RMS errors of x̂₀ per timestep
     "RMS error of the one-step estimate x̂₀ of held-out targets per timestep, beside the trivial x̂₀ = 0 (latent units)."
     if not len(timesteps): raise ValueError("`timesteps` must name at least one timestep, got none")
     T = model.num_train_timesteps
     if any(int(t) != t or not 0 <= t < T for t in timesteps):
         raise ValueError(f"`timesteps` must be integers in [0, {T}), got {list(timesteps)}")
-    dev, B = model.device, batch["target"].shape[0]
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
-    z0 = model.encode(batch["target"].to(dev)).float()
-    tokens = model.id_extractor(batch["reference"].to(dev))
-    abar = model.noise_scheduler.alphas_cumprod.to(dev)
+    abar = model.noise_scheduler.alphas_cumprod.to(model.device)
     out = dict(timesteps=[int(t) for t in timesteps], model=[], trivial=[])
-    for t in out["timesteps"]:
-        tt = torch.full((B,), t, device=dev, dtype=torch.long)
-        a, s = abar[t].sqrt(), (1 - abar[t]).sqrt()
-        x_t = model.noise_scheduler.add_noise(z0, noise, tt)
-        eps = model.predict_noise(x_t.to(model.dtype), tt, tokens, batch["hint"].to(dev)).float()
-        x0_hat = (x_t - s * eps) / a
+    for t, z0, _, x_t, eps in _fixed_noise_predictions(model, batch, out["timesteps"], seed):
+        z0, x0_hat = z0.float(), (x_t.float() - (1 - abar[t]).sqrt() * eps.float()) / abar[t].sqrt()
         out["model"].append((x0_hat - z0).pow(2).mean().sqrt().item())
         out["trivial"].append(z0.pow(2).mean().sqrt().item())   # x̂₀ = 0, i.e. ε = x_t / σ_t
     return out

@@ -90,11 +90,15 @@ def test_base_scale_smoke(tmp_path):
     res = subprocess.run(["bash", str(script), str(out), "--smoke"], capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, PYTHON=sys.executable))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    vae = json.loads((out / "base-2.29" / "toy-sd" / "vae" / "config.json").read_text())
+    assert vae["scaling_factor"] == 2.29
+    log = json.loads((out / "base-2.29" / "pretrain_log.json").read_text())
+    assert log["config"]["latent_scale"] == 2.29 and log["base"]["steps"] == 2 and "--latent-scale 2.29" in log["reproduce"]
     for scale in ("1.0", "2.29"):
-        vae = json.loads((out / f"base-{scale}" / "toy-sd" / "vae" / "config.json").read_text())
-        assert vae["scaling_factor"] == float(scale)
-        s = json.loads((out / f"main-{scale}" / "summary.json").read_text())
+        s = json.loads((out / f"main-{scale}" / "seed0" / "summary.json").read_text())
         assert s["step"] == 2 and math.isfinite(s["loss"]) and "before_identity_top1" in s
+    cfg = (out / "main-2.29" / "seed0" / ".hydra" / "config.yaml").read_text()
+    assert str(out / "base-2.29") in cfg, cfg
     rows = [l for l in (out / "table.md").read_text().splitlines() if l.startswith("| 1.0 |") or l.startswith("| 2.29 |")]
     assert len(rows) == 4, rows
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)

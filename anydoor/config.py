@@ -55,6 +55,7 @@ class DataConfig:
     "Training data (anydoor.data)."
     name: str = "toy"               # toy | video | coco | multiview | mix
     kinds: List[int] = field(default_factory=lambda: [0, 1, 2])   # toy world: data kinds to draw
+    kind_weights: Optional[List[float]] = None   # toy world: their probabilities (None: equal)
     root: Optional[str] = None      # a single real-layout data set
     annotations: Optional[str] = None
     sources: List[Dict[str, Any]] = field(default_factory=list)  # mix: [{type, root, data_kind, weight}]
@@ -141,6 +142,10 @@ def validate_config(cfg) -> None:
     for kind in cfg.data.kinds:
         if kind not in (0, 1, 2):
             raise ValueError(f"`data.kinds` must contain data kinds 0, 1 or 2, got {list(cfg.data.kinds)}")
+    w = cfg.data.kind_weights
+    if w is not None and (len(w) != len(cfg.data.kinds) or min(w) < 0 or sum(w) <= 0):
+        raise ValueError(f"`data.kind_weights` must be null or {len(cfg.data.kinds)} non-negative numbers with a "
+                         f"positive sum, one per kind in `data.kinds` {list(cfg.data.kinds)}, got {list(w)}")
     t = cfg.trainer
     for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
         if t[key] < 1: raise ValueError(f"`trainer.{key}` must be >= 1, got {t[key]}")

@@ -60,7 +60,7 @@ def toy_foundation_paths(folder=None,   # a folder holding toy-sd/ and toy-dinov
     if missing:
         raise ModelNotAvailableError(
             f"The toy foundation models under {str(root)!r} are missing or incomplete (no {', '.join(missing[:3])}"
-            f"{', ...' if len(missing) > 3 else ''}). Re-create them from scratch (about 3 minutes on one GPU, "
+            f"{', ...' if len(missing) > 3 else ''}). Re-create them from scratch (about 4 minutes on one GPU, "
             f"about 90 on 2 CPU cores) with\n    {RECREATE_COMMAND.format(folder=root)}\n"
             f"and pass that folder (model.pretrained=<folder>), or use model.pretrained=random.")
     return str(base), str(encoder)
@@ -591,7 +591,8 @@ class PretrainConfig:
     queries: int = 8                     # retrieval queries per held-out identity and background kind
     sample_steps: int = 50               # DDIM steps for the sample grid
     guidance: float = 3.0
-    latent_scale: float = 1.0            # the codec's scaling_factor: the base model learns on latent_scale × pixels
+    latent_scale: float = 2.29           # the codec's scaling_factor: the base model learns on latent_scale × pixels
+                                         # (2.29: unit variance, as SD's 0.18215 makes its latents)
     workers: int | None = None           # render processes (preset: all cores but two, at most 12)
     threads: int | None = None           # torch CPU threads of the training process (None: torch's default)
     encoder_max_s: float | None = None   # wall-clock caps of the two training loops (0: no cap; preset on cuda)
@@ -601,8 +602,8 @@ class PretrainConfig:
 PRESETS = {
     "cpu": dict(precision="fp32", encoder_steps=1500, encoder_batch_size=64, views=8, base_steps=3000, batch_size=32,
                 base_lr=3e-4, pool_size=16384),
-    "cuda": dict(precision="bf16", encoder_steps=3000, encoder_batch_size=256, views=16, base_steps=6000,
-                 batch_size=512, base_lr=8e-4, pool_size=49152, encoder_max_s=25.0, base_max_s=150.0),
+    "cuda": dict(precision="bf16", encoder_steps=3000, encoder_batch_size=256, views=16, base_steps=3000,
+                 batch_size=256, base_lr=6e-4, pool_size=49152, encoder_max_s=25.0, base_max_s=360.0),
 }
 
 def resolve_config(cfg: PretrainConfig) -> PretrainConfig:

@@ -82,7 +82,7 @@ def test_gpu_sweep_usage():
 
 
 def test_base_scale_smoke(tmp_path):
-    "The latent-scale GPU check's commands at seconds' scale: both arms pretrain, fine-tune, evaluate and tabulate."
+    "The latent-scale GPU check's commands at seconds' scale: both arms pretrain from scratch, fine-tune, evaluate, tabulate."
     import os, subprocess, sys
     from pathlib import Path
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "base_scale.sh"
@@ -90,15 +90,16 @@ def test_base_scale_smoke(tmp_path):
     res = subprocess.run(["bash", str(script), str(out), "--smoke"], capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, PYTHON=sys.executable))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    vae = json.loads((out / "base-2.29" / "toy-sd" / "vae" / "config.json").read_text())
-    assert vae["scaling_factor"] == 2.29
-    log = json.loads((out / "base-2.29" / "pretrain_log.json").read_text())
-    assert log["config"]["latent_scale"] == 2.29 and log["base"]["steps"] == 2 and "--latent-scale 2.29" in log["reproduce"]
     for scale in ("1.0", "2.29"):
+        vae = json.loads((out / f"base-{scale}" / "toy-sd" / "vae" / "config.json").read_text())
+        assert vae["scaling_factor"] == float(scale)
+        log = json.loads((out / f"base-{scale}" / "pretrain_log.json").read_text())
+        assert log["config"]["latent_scale"] == float(scale) and log["base"]["steps"] == 2
+        assert f"--latent-scale {scale}" in log["reproduce"]
         s = json.loads((out / f"main-{scale}" / "seed0" / "summary.json").read_text())
         assert s["step"] == 2 and math.isfinite(s["loss"]) and "before_identity_top1" in s
-    cfg = (out / "main-2.29" / "seed0" / ".hydra" / "config.yaml").read_text()
-    assert str(out / "base-2.29") in cfg, cfg
+        cfg = (out / f"main-{scale}" / "seed0" / ".hydra" / "config.yaml").read_text()
+        assert str(out / f"base-{scale}") in cfg, cfg
     rows = [l for l in (out / "table.md").read_text().splitlines() if l.startswith("| 1.0 |") or l.startswith("| 2.29 |")]
     assert len(rows) == 4, rows
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)

@@ -5,7 +5,8 @@
 # each and a wall-clock cap of CAP seconds on the base (default 250); as soon as an arm's base is
 # saved, the README's main job (experiment=main) fine-tunes it with two seeds, evaluated on 32
 # held-out pairs x 3 sampling seeds. Prints and writes OUT/table.md; the bases are OUT/base-*.
-# Run on a lent H200 on 2026-11-26 with a 3,000-step base: the 2.29 arm is the shipped toy-sd.
+# These commands ran on a lent H200 on 2026-11-26 (from a probe script, 3,000 base steps): their 2.29
+# arm is the shipped toy-sd, their results nbs/sweeps/gpu-2026-11-26-base/.
 #   bash benchmarks/base_scale.sh OUT            # on a GPU machine with the project installed
 #   bash benchmarks/base_scale.sh OUT --smoke    # the same commands for seconds on a CPU
 set -euo pipefail
@@ -58,22 +59,19 @@ arm 2.29 & b=$!
 status=0; wait $a || status=1; wait $b || status=1
 echo "base_scale: $(( $(date +%s) - start )) s in all" | tee -a "$OUT/time.txt"
 if [ $status -ne 0 ]; then echo "an arm failed (logs: $OUT/*.log)"; exit 1; fi
+# one row per arm, mean ± 95% interval over its fine-tune seeds (anydoor.ablation's table)
 $PY - "$OUT" <<'PYEOF' | tee "$OUT/table.md"
 import json, sys
 from pathlib import Path
+from anydoor.ablation import ablation_table, collect
 out = Path(sys.argv[1])
-keys = ("identity_top1", "psnr_box", "psnr_background", "id_gap")
-print("| latent scale | base steps | fine-tune seed | when | " + " | ".join(keys) + " |")
-print("|---|---|---|---|" + "---|" * len(keys))
-for scale in ("1.0", "2.29"):
+rows = collect(out)                                   # OUT/main-<scale>/seed<n>/summary.json
+for r in rows:
+    scale = Path(r["path"]).parent.name[len("main-"):]
     steps = json.loads((out / f"base-{scale}" / "pretrain_log.json").read_text())["base"]["steps"]
-    runs = sorted((out / f"main-{scale}").glob("seed*/summary.json"))
-    sums = [json.loads(p.read_text()) for p in runs]
-    for when, pre in (("before", "before_"), ("after", "")):
-        for p, s in zip(runs, sums):
-            print(f"| {scale} | {steps} | {p.parent.name[4:]} | {when} | " + " | ".join(f"{s[pre + k]:.3f}" for k in keys) + " |")
-        if len(sums) > 1:
-            print(f"| {scale} | {steps} | mean | {when} | "
-                  + " | ".join(f"{sum(s[pre + k] for s in sums) / len(sums):.3f}" for k in keys) + " |")
-print(f"\nchance {sums[0]['identity_chance']:.4f}; {sums[0]['num_pairs']} held-out pairs x {sums[0]['num_seeds']} sampling seeds")
+    r["arm"] = f"{scale} ({steps} base steps)"
+print(ablation_table(rows, ("identity_top1", "before_identity_top1", "psnr_box", "before_psnr_box", "psnr_background",
+                            "id_gap"), by="arm"))
+r = rows[0]
+print(f"\nchance {r['identity_chance']:.4f}; {r['num_pairs']} held-out pairs x {r['num_seeds']} sampling seeds")
 PYEOF

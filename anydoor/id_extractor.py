@@ -21,7 +21,7 @@ from .core import check_tensor
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TOKEN_MODES', 'ModelNotAvailableError', 'hub_reachable', 'load_or_explain',
-           'encoder_config_dict', 'IDExtractor']
+           'tiny_patch_size', 'encoder_config_dict', 'IDExtractor']
 
 # %% ../nbs/03_id_extractor.ipynb #165ce23a
 class ModelNotAvailableError(OSError):
@@ -91,6 +91,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TOKEN_MODES = ("all", "global", "none")
 _NOT_ARCHITECTURE = ("transformers_version", "architectures", "_name_or_path", "stage_names", "out_features",
                      "out_indices", "model_type", "dtype", "torch_dtype", "id2label", "label2id")
+
+def tiny_patch_size(reference_size: int) -> int:
+    "The toy encoders' patch side for a reference of side `reference_size`: max(4, R // 8) (about 64 patch tokens)."
+    return max(4, int(reference_size) // 8)
 
 def encoder_config_dict(config: Dinov2Config) -> dict:
     "The architecture part of a `Dinov2Config`, as a JSON-able dict for `IDExtractor`'s config."
@@ -165,12 +169,13 @@ class IDExtractor(ModelMixin, ConfigMixin):
              hidden_size: int = 64,       # encoder width
              num_hidden_layers: int = 4,  # encoder depth
              num_attention_heads: int = 4,
-             patch_size: int = 4,
+             patch_size: int | None = None, # None: tiny_patch_size(reference_size), 4 at R = 32
              reference_size: int = 32,    # R
              context_dim: int = 64,       # width of the ID tokens
              token_mode: str = "all",
             ) -> "IDExtractor":
         "A small random IDExtractor for CPU work and tests (builds in milliseconds)."
+        if patch_size is None: patch_size = tiny_patch_size(reference_size)
         enc = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, patch_size=patch_size,
                            num_attention_heads=num_attention_heads, image_size=reference_size)
         with torch.random.fork_rng(devices=[]):

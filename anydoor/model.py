@@ -349,7 +349,7 @@ class AnyDoor(nn.Module):
              encoder_hidden_size: int = 64,       # DINOv2-style encoder
              encoder_layers: int = 4,
              encoder_heads: int = 4,
-             patch_size: int = 4,
+             patch_size: int | None = None,       # None: tiny_patch_size(reference_size) (4 at R = 32, 8 at 64)
              codec: str = "pixel",                # "pixel" (PixelCodec) or "vae" (tiny random AutoencoderKL)
              hint_embedding_channels: tuple | None = None, # default: the released widths cut to the codec factor
              token_mode: str = "all",             # switches, see the table above

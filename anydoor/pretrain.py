@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from diffusers import ModelMixin, ConfigMixin, UNet2DConditionModel, DDPMScheduler
+from diffusers import AutoencoderKL, ModelMixin, ConfigMixin, UNet2DConditionModel, DDPMScheduler
 from diffusers.configuration_utils import register_to_config
 from transformers import Dinov2Config, Dinov2Model
 
-from .id_extractor import ModelNotAvailableError, IMAGENET_MEAN, IMAGENET_STD
+from .id_extractor import ModelNotAvailableError, IMAGENET_MEAN, IMAGENET_STD, tiny_patch_size
 from .model import PixelCodec, sd21_scheduler
 from .detail import tiny_unet
 from .collage import prepare_reference
@@ -28,11 +28,13 @@ from .sampling import ddim_scheduler
 
 # %% auto #0
 __all__ = ['BASE_FOLDER', 'ENCODER_FOLDER', 'LOG_FILE', 'SAMPLES_FILE', 'BASE_FILES', 'ENCODER_FILES', 'RECREATE_COMMAND',
-           'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOL_KINDS', 'PRESETS', 'shipped_weights_dir', 'toy_foundation_paths',
-           'toy_caption', 'caption_table', 'ToyCaptionEncoder', 'render_view', 'PoolRenderer', 'encoder_config',
-           'nt_xent', 'ContrastiveHeads', 'normalize_imagenet', 'augment_views', 'encode_cls', 'retrieval_top1',
-           'pixel_features', 'retrieval_report', 'base_unet', 'base_validation_losses', 'sample_base', 'train_encoder',
-           'train_base', 'PretrainConfig', 'resolve_config', 'pretrain', 'config_to_argv', 'build_parser', 'main']
+           'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOL_KINDS', 'VAE_WIDTHS', 'CODECS', 'CODEC_FACTOR', 'PRESETS',
+           'shipped_weights_dir', 'toy_foundation_paths', 'toy_caption', 'caption_table', 'ToyCaptionEncoder',
+           'render_view', 'PoolRenderer', 'encoder_config', 'nt_xent', 'ContrastiveHeads', 'normalize_imagenet',
+           'augment_views', 'encode_cls', 'retrieval_top1', 'pixel_features', 'retrieval_report', 'base_unet',
+           'base_validation_losses', 'sample_base', 'train_encoder', 'train_base', 'toy_vae', 'vae_loss',
+           'encode_latents', 'decode_latents', 'set_latent_scale', 'psnr', 'reconstruction_report', 'train_vae',
+           'PretrainConfig', 'resolve_config', 'pretrain', 'config_to_argv', 'build_parser', 'main']
 
 # %% ../nbs/09_pretrain.ipynb #d3a008e0
 BASE_FOLDER, ENCODER_FOLDER = "toy-sd", "toy-dinov2"
@@ -137,14 +139,14 @@ def render_view(ident,                       # a ToyIdentity
                 scene_prob: float = 0.5,     # probability of a toy scene instead of a white background
                 rotation: float = math.pi,   # in-plane rotation drawn from [-rotation, rotation]
                 low_quality_prob: float = 0.2,  # probability of a blurred, down-sampled view
-                frame: int = 64,             # side of the rendered frame
+                frame: int | None = None,    # side of the rendered frame (None: max(64, 2 x size), 64 at 32 px)
                ) -> np.ndarray:              # (3, size, size) uint8
     "One augmented view of `ident`: rotated, rescaled, relit, mirrored, on white or in a scene."
     rng = np.random.default_rng() if rng is None else rng
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise ValueError(f"`size` must be an int >= 8, got {size!r}")
     if not 0 <= scene_prob <= 1: raise ValueError(f"`scene_prob` must lie in [0, 1], got {scene_prob!r}")
-    L = frame
+    L = frame or max(64, 2 * size)
     pose = ToyPose(cx=L / 2 + rng.uniform(-0.08, 0.08) * L, cy=L / 2 + rng.uniform(-0.08, 0.08) * L,
                    radius=L * rng.uniform(0.2, 0.3), rotation=rng.uniform(-rotation, rotation),
                    squash=rng.uniform(0.55, 1.0), flip=bool(rng.random() < 0.3),
@@ -252,9 +254,9 @@ class PoolRenderer:
 
 # %% ../nbs/09_pretrain.ipynb #99e17b7d
 def encoder_config(reference_size: int = 32) -> Dinov2Config:
-    "The toy DINOv2's architecture: `IDExtractor.tiny`'s defaults (width 64, 4 layers, 4 heads, patch 4)."
-    return Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, patch_size=4,
-                        image_size=reference_size)
+    "The toy DINOv2's architecture: `IDExtractor.tiny`'s defaults (width 64, 4 layers, 4 heads, patch 4 at 32 px, 8 at 64)."
+    return Dinov2Config(hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                        patch_size=tiny_patch_size(reference_size), image_size=reference_size)
 
 def nt_xent(z: torch.Tensor,           # (2N, d) projections: rows i and i+N are two views of one identity
             temperature: float = 0.2,
@@ -345,9 +347,12 @@ def retrieval_report(encoder, untrained, queries: dict, gallery: dict) -> dict:
     return out
 
 # %% ../nbs/09_pretrain.ipynb #c29b6b1a
-def base_unet(seed: int = 0, image_size: int = 32) -> UNet2DConditionModel:
-    "The toy base UNet: `tiny_unet` with `AnyDoor.tiny`'s defaults (pixel space, widths 32/64/64, context 64)."
-    return tiny_unet(seed=seed, sample_size=image_size, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64),
+def base_unet(seed: int = 0,
+              sample_size: int = 32,   # side of its input: S for the pixel codec, S/2 for the toy VAE
+              channels: int = 3,       # 3 (pixels) or 4 (the toy VAE's latents)
+             ) -> UNet2DConditionModel:
+    "The toy base UNet: `tiny_unet` with `AnyDoor.tiny`'s defaults (widths 32/64/64, context 64), on pixels or latents."
+    return tiny_unet(seed=seed, sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(32, 64, 64),
                      layers_per_block=1, cross_attention_dim=64, attention_levels=None, attention_heads=4)
 
 def _noise_tables(scheduler, device):
@@ -356,12 +361,12 @@ def _noise_tables(scheduler, device):
 
 @torch.no_grad()
 def base_validation_losses(unet, caption_encoder, scheduler,
-                           images: torch.Tensor,      # (N, 3, S, S) uint8 or float in [-1, 1]
+                           images: torch.Tensor,      # (N, C, s, s): uint8 pixels, or float pixels in [-1, 1] / latents
                            captions: torch.Tensor,    # (N, 6, 16); zeros for the empty caption
                            seed: int = 0,             # fixes the noise; t is spread evenly over 0..T-1
                            batch: int = 256,
                            autocast=nullcontext,
-                           scale: float = 1.0,        # the codec's scaling_factor: the model sees scale × pixels
+                           scale: float = 1.0,        # the model sees scale × images (1 for latents already scaled)
                           ) -> tuple:                 # ((N,) per-sample ε-MSE, (N,) timesteps)
     "Per-sample ε-MSE of the base model at fixed noise and evenly spread timesteps."
     dev = unet.device
@@ -387,17 +392,18 @@ def sample_base(unet, caption_encoder, scheduler,
                 guidance_scale: float = 3.0,  # classifier-free guidance on the caption (1: off)
                 generator: torch.Generator | None = None,
                 scale: float = 1.0,           # the codec's scaling_factor: samples are divided by it
+                vae: AutoencoderKL | None = None, # decodes latent samples (None: the model diffuses pixels)
                ) -> torch.Tensor:             # (B, 3, S, S) in [-1, 1]
     "Sample the base model with DDIM (η = 0) and classifier-free guidance on the caption."
     if not isinstance(captions, torch.Tensor) or captions.ndim != 3:
         raise ValueError(f"`captions` must be a (B, 6, 16) tensor, got {type(captions).__name__}")
-    dev, S = unet.device, unet.config.sample_size
+    dev, S, C = unet.device, unet.config.sample_size, unet.config.in_channels
     ddim = ddim_scheduler(scheduler)
     ddim.set_timesteps(num_inference_steps)
     B = len(captions)
     ctx = caption_encoder(captions.to(dev))                                           # (B, 6, D)
     null = caption_encoder(torch.zeros_like(captions).to(dev))
-    x = torch.randn((B, 3, S, S), generator=generator).to(dev)
+    x = torch.randn((B, C, S, S), generator=generator).to(dev)
     for t in ddim.timesteps:
         if guidance_scale == 1:
             eps = unet(x, t, encoder_hidden_states=ctx).sample
@@ -405,7 +411,8 @@ def sample_base(unet, caption_encoder, scheduler,
             eps_u, eps_c = unet(torch.cat([x, x]), t, encoder_hidden_states=torch.cat([null, ctx])).sample.chunk(2)
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         x = ddim.step(eps, t, x).prev_sample
-    return (x / scale).clamp(-1, 1)
+    if vae is None: return (x / scale).clamp(-1, 1)
+    return vae.decode((x / scale).to(vae.dtype)).sample.float().clamp(-1, 1)     # (B, 3, 2s, 2s)
 
 # %% ../nbs/09_pretrain.ipynb #b552b8bc
 def _lr_schedule(state):
@@ -510,22 +517,26 @@ def train_encoder(views: torch.Tensor,   # (N_identities, V, 3, R, R) uint8, on 
     return encoder, report
 
 # %% ../nbs/09_pretrain.ipynb #16099a80
-def train_base(pool: dict,             # base pool: images (P,3,S,S) uint8, identity (P,), on the training device
+def train_base(pool: dict,             # base pool on the training device: identity (P,), and images (P,3,S,S) uint8
+                                       # (pixel codec) or latents (P,C,s,s) float, already x the codec's scaling_factor
+                                       # (+ latents_flipped: those of the mirrored crops; else latents are mirrored)
                captions: torch.Tensor, # (num_identities, 6, 16) caption table, on the training device
                cfg,                    # PretrainConfig (resolved)
                log=print,
               ) -> tuple:              # (EMA UNet, EMA caption encoder, raw UNet, raw caption encoder, report)
-    "Pretrain the toy base model: caption-conditioned ε-prediction on toy-world crops, with an EMA."
-    images, identity = pool["images"], pool["identity"]
-    dev, P, B = images.device, len(pool["images"]), cfg.batch_size
+    "Pretrain the toy base model: caption-conditioned ε-prediction on toy-world crops (pixels or latents), with an EMA."
+    latent = "latents" in pool
+    images, identity = (pool["latents"] if latent else pool["images"]), pool["identity"]
+    dev, P, B = images.device, len(images), cfg.batch_size
+    C, s = images.shape[1], images.shape[-1]
     scheduler = sd21_scheduler()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 7)
         caption_encoder = ToyCaptionEncoder(width=64)
-    unet = base_unet(cfg.seed, cfg.image_size)
+    unet = base_unet(cfg.seed, s, C)
     unet.to(dev).train(); caption_encoder.to(dev).train()
     params = list(unet.parameters()) + list(caption_encoder.parameters())
-    ema_unet, ema_captions = base_unet(cfg.seed, cfg.image_size).to(dev), ToyCaptionEncoder(width=64).to(dev)
+    ema_unet, ema_captions = base_unet(cfg.seed, s, C).to(dev), ToyCaptionEncoder(width=64).to(dev)
     ema_unet.load_state_dict(unet.state_dict()); ema_captions.load_state_dict(caption_encoder.state_dict())
     ema_unet.requires_grad_(False).eval(); ema_captions.requires_grad_(False).eval()
     ema_params = list(ema_unet.parameters()) + list(ema_captions.parameters())
@@ -538,8 +549,9 @@ def train_base(pool: dict,             # base pool: images (P,3,S,S) uint8, iden
     autocast, step = _autocast(dev, cfg.precision), 0
     while True:
         idx = torch.randint(P, (B,), generator=g, device=dev)
-        x0 = (images[idx].float() / 127.5 - 1) * cfg.latent_scale                       # (B, 3, S, S)
-        x0 = torch.where(torch.rand(B, 1, 1, 1, generator=g, device=dev) < 0.5, x0.flip(-1), x0)
+        x0 = images[idx].float() if latent else (images[idx].float() / 127.5 - 1) * cfg.latent_scale  # (B, C, s, s)
+        mirrored = pool["latents_flipped"][idx].float() if "latents_flipped" in pool else x0.flip(-1)
+        x0 = torch.where(torch.rand(B, 1, 1, 1, generator=g, device=dev) < 0.5, mirrored, x0)
         keep = torch.rand(B, 1, 1, generator=g, device=dev) >= cfg.caption_dropout
         caption = captions[identity[idx]] * keep                                        # (B, 6, 16)
         t = torch.randint(T, (B,), generator=g, device=dev)
@@ -565,6 +577,126 @@ def train_base(pool: dict,             # base pool: images (P,3,S,S) uint8, iden
     unet.eval(); caption_encoder.eval()
     return ema_unet, ema_captions, unet, caption_encoder, report
 
+# %% ../nbs/09_pretrain.ipynb #ada56930
+VAE_WIDTHS = (16, 32)   # two levels: downsample factor 2
+
+def toy_vae(seed: int = 0,                        # seeds the random weights (the global RNG is left untouched)
+            sample_size: int = 64,                # S, recorded in the config (as SD's VAE records 512)
+            block_out_channels: tuple = VAE_WIDTHS, # one width per level; n levels = factor 2^(n-1)
+            norm_num_groups: int = 1,             # GroupNorm groups (SD: 32); 1 keeps each image's colour, see above
+           ) -> AutoencoderKL:
+    "The toy VAE: a diffusers `AutoencoderKL` with 4 latent channels, one ResNet per level and no attention."
+    widths = tuple(int(w) for w in block_out_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=widths,
+                             down_block_types=("DownEncoderBlock2D",) * len(widths),
+                             up_block_types=("UpDecoderBlock2D",) * len(widths), layers_per_block=1,
+                             norm_num_groups=norm_num_groups, sample_size=sample_size, mid_block_add_attention=False)
+
+def vae_loss(vae: AutoencoderKL,
+             x: torch.Tensor,                     # (B, 3, S, S) images in [-1, 1]
+             kl_weight: float = 1e-6,             # β (LDM's weight for SD's autoencoder)
+             generator: torch.Generator | None = None,  # draws the posterior sample
+             autocast=nullcontext,
+            ) -> tuple:                           # (loss, MSE term, KL term), 0-d tensors
+    "The toy VAE's loss: squared reconstruction error + β·KL, both per pixel value (LDM's sums, normalised)."
+    with autocast():
+        post = vae.encode(x).latent_dist                            # q(z|x): mean, logvar (B, 4, S/2, S/2)
+        rec = vae.decode(post.sample(generator)).sample             # (B, 3, S, S)
+    mse = (rec.float() - x).pow(2).mean()
+    mu, logvar = post.mean.float(), post.logvar.float()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum() / x.numel()
+    return mse + kl_weight * kl, mse, kl
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL,
+                   images: torch.Tensor,          # (N, 3, S, S) uint8, or float in [-1, 1]
+                   batch: int = 256,
+                   flip: bool = False,            # encode the mirrored images instead
+                  ) -> torch.Tensor:              # (N, 4, S/2, S/2) float32, unscaled, on the VAE's device
+    "The VAE's posterior means μ(x) of a set of images, in batches, in fp32."
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].to(vae.device)
+        x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x.float()
+        out.append(vae.encode(x.flip(-1) if flip else x).latent_dist.mean.float())
+    return torch.cat(out)
+
+@torch.no_grad()
+def decode_latents(vae: AutoencoderKL,
+                   latents: torch.Tensor,         # (N, 4, s, s) unscaled
+                   batch: int = 256,
+                  ) -> torch.Tensor:              # (N, 3, 2s, 2s) in [-1, 1], on the VAE's device
+    "Decode unscaled latents in batches; the images are clamped to [-1, 1]."
+    return torch.cat([vae.decode(latents[i:i + batch].to(vae.device).float()).sample.float().clamp(-1, 1)
+                      for i in range(0, len(latents), batch)])
+
+def set_latent_scale(vae: AutoencoderKL,
+                     latents: torch.Tensor,       # (N, 4, s, s) unscaled latents of the training pool
+                    ) -> float:                   # γ = 1 / std(latents)
+    "SD's latent scale, measured: 1 / std of the training latents, written into the VAE's `scaling_factor`."
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.numel() < 2:
+        raise ValueError(f"`latents` must be a (N, C, s, s) tensor, got {tuple(getattr(latents, 'shape', ())) or type(latents).__name__}")
+    scale = float(1 / latents.float().std())
+    vae.register_to_config(scaling_factor=scale)
+    return scale
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    "PSNR in dB of two sets of images in [-1, 1]: 10·log10(2² / MSE) over all their values."
+    return float(10 * torch.log10(4 / (a.float() - b.float()).pow(2).mean()))
+
+@torch.no_grad()
+def reconstruction_report(vae: AutoencoderKL,
+                          images: torch.Tensor,   # (N, 3, S, S) uint8 held-out crops
+                         ) -> dict:
+    "Held-out PSNR of the VAE (posterior mean) and of two baselines; the posterior's width and the flip error."
+    x = images.to(vae.device).float() / 127.5 - 1
+    mu = encode_latents(vae, x)
+    flat = x.mean(dim=(2, 3), keepdim=True).expand_as(x)                               # each image's mean colour
+    half = F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
+    n = min(256, len(x))
+    std = mu.std()
+    sigma = vae.encode(x[:n]).latent_dist.std.float()
+    flip_gap = encode_latents(vae, x[:n], flip=True) - mu[:n].flip(-1)
+    return dict(images=len(x), vae=psnr(decode_latents(vae, mu), x), flat=psnr(flat, x), half_resolution=psnr(half, x),
+                latent_std=float(std), latent_mean=float(mu.mean()),
+                posterior_std_ratio=float(sigma.mean() / std), flip_error=float(flip_gap.pow(2).mean().sqrt() / std))
+
+def train_vae(images: torch.Tensor,    # (P, 3, S, S) uint8 base pool, on the training device
+              cfg,                     # PretrainConfig (resolved)
+              log=print,
+             ) -> tuple:               # (AutoencoderKL in eval mode, frozen; training report dict)
+    "Pretrain the toy VAE on the base pool: MSE + β·KL, AdamW, random horizontal flips."
+    dev, P = images.device, len(images)
+    B = min(cfg.vae_batch_size, P)
+    vae = toy_vae(cfg.seed + 11, images.shape[-1]).to(dev).train()
+    params = list(vae.parameters())
+    opt = _adamw(params, cfg.vae_lr, 0.0, dev)
+    clock = _Clock(cfg.vae_steps, cfg.vae_max_s, dev)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_schedule(clock.state))
+    g = torch.Generator(device=dev).manual_seed(cfg.seed + 303)
+    autocast, step = _autocast(dev, cfg.precision), 0
+    while True:
+        idx = torch.randint(P, (B,), generator=g, device=dev)
+        x = images[idx].float() / 127.5 - 1                                             # (B, 3, S, S)
+        x = torch.where(torch.rand(B, 1, 1, 1, generator=g, device=dev) < 0.5, x.flip(-1), x)
+        loss, mse, kl = vae_loss(vae, x, cfg.vae_kl_weight, g, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step(); sched.step()
+        go = clock.tick(step, loss)
+        step += 1
+        if step % max(1, clock.state["total"] // 10) == 0 or not go:
+            log(f"vae step {step}/{clock.state['total']}  MSE {mse.item():.4f}  KL/value {kl.item():.2f}")
+        if not go: break
+    report = clock.summary(B)
+    report.update(pool_size=P, lr=cfg.vae_lr, kl_weight=cfg.vae_kl_weight, last_mse=mse.item(), last_kl=kl.item(),
+                  widths=list(vae.config.block_out_channels), parameters=sum(p.numel() for p in params))
+    vae.eval().requires_grad_(False)
+    return vae, report
+
 # %% ../nbs/09_pretrain.ipynb #730d2fca
 @dataclass
 class PretrainConfig:
@@ -574,7 +706,9 @@ class PretrainConfig:
     seed: int = 0
     precision: str | None = None         # bf16 | fp32 (preset: bf16 on cuda, fp32 on cpu)
     image_size: int = 32                 # S of the base model (the tiny preset's)
-    reference_size: int = 32             # R of the encoder (the tiny preset's)
+    reference_size: int = 32             # R of the encoder (the tiny preset's); its patch is tiny_patch_size(R)
+    codec: str = "pixel"                 # pixel (PixelCodec: the UNet diffuses S² pixels) | vae (toy AutoencoderKL,
+                                         # factor 2: the UNet diffuses 4 x (S/2)² latents)
     identities: int = 1024               # training identities used (the toy world has 1024)
     encoder_steps: int | None = None
     encoder_batch_size: int | None = None  # identities per step (two views each)
@@ -586,24 +720,33 @@ class PretrainConfig:
     base_lr: float | None = None
     caption_dropout: float = 0.1
     ema_decay: float = 0.999
+    vae_steps: int | None = None         # codec vae: training steps of the toy VAE
+    vae_batch_size: int | None = None    # codec vae: crops per VAE step
+    vae_lr: float | None = None
+    vae_kl_weight: float = 1e-6          # β of the VAE's KL term (LDM's weight for SD's autoencoder)
+    vae_max_s: float | None = None       # wall-clock cap of the VAE loop (0: no cap; preset on cuda)
     pool_size: int | None = None         # rendered training crops for the base model
     val_size: int = 512                  # held-out crops for the validation loss
     queries: int = 8                     # retrieval queries per held-out identity and background kind
     sample_steps: int = 50               # DDIM steps for the sample grid
     guidance: float = 3.0
-    latent_scale: float = 2.29           # the codec's scaling_factor: the base model learns on latent_scale × pixels
-                                         # (2.29: unit variance, as SD's 0.18215 makes its latents)
+    latent_scale: float = 2.29           # pixel codec: its scaling_factor, the base model learns on latent_scale × pixels
+                                         # (2.29: unit variance, as SD's 0.18215 makes its latents); the VAE's is measured
     workers: int | None = None           # render processes (preset: all cores but two, at most 12)
     threads: int | None = None           # torch CPU threads of the training process (None: torch's default)
     encoder_max_s: float | None = None   # wall-clock caps of the two training loops (0: no cap; preset on cuda)
     base_max_s: float | None = None
     label: str = ""                      # free text written to the log
 
+CODECS = ("pixel", "vae")
+CODEC_FACTOR = dict(pixel=1, vae=2)      # how much each codec shrinks the image side
+
 PRESETS = {
     "cpu": dict(precision="fp32", encoder_steps=1500, encoder_batch_size=64, views=8, base_steps=3000, batch_size=32,
-                base_lr=3e-4, pool_size=16384),
+                base_lr=3e-4, pool_size=16384, vae_steps=3000, vae_batch_size=8, vae_lr=3e-3),
     "cuda": dict(precision="bf16", encoder_steps=3000, encoder_batch_size=256, views=16, base_steps=3000,
-                 batch_size=256, base_lr=6e-4, pool_size=49152, encoder_max_s=25.0, base_max_s=360.0),
+                 batch_size=256, base_lr=6e-4, pool_size=49152, encoder_max_s=25.0, base_max_s=360.0,
+                 vae_steps=6000, vae_batch_size=128, vae_lr=3e-3, vae_max_s=150.0),
 }
 
 def resolve_config(cfg: PretrainConfig) -> PretrainConfig:
@@ -627,15 +770,21 @@ def resolve_config(cfg: PretrainConfig) -> PretrainConfig:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
             raise ValueError(f"`{name}` must be an int in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+    if cfg.codec not in CODECS: raise ValueError(f"`codec` must be one of {CODECS}, got {cfg.codec!r}")
     need_int("seed", 0); need_int("image_size", 16); need_int("reference_size", 8)
-    if cfg.image_size % 4: raise ValueError(f"`image_size` must be a multiple of 4 (UNet downsampling), got {cfg.image_size}")
-    if cfg.reference_size % 4: raise ValueError(f"`reference_size` must be a multiple of the patch size 4, got {cfg.reference_size}")
+    step = 4 * CODEC_FACTOR[cfg.codec]
+    if cfg.image_size % step:
+        raise ValueError(f"`image_size` must be a multiple of {step} (codec {cfg.codec!r} factor {CODEC_FACTOR[cfg.codec]} "
+                         f"x UNet downsampling 4), got {cfg.image_size}")
+    patch = tiny_patch_size(cfg.reference_size)
+    if cfg.reference_size % patch:
+        raise ValueError(f"`reference_size` must be a multiple of the patch size {patch} (max(4, R // 8)), got {cfg.reference_size}")
     need_int("identities", 2, 1024); need_int("encoder_steps", 1); need_int("base_steps", 1)
     need_int("encoder_batch_size", 2, cfg.identities); need_int("views", 2); need_int("batch_size", 1)
     need_int("pool_size", 1); need_int("val_size", 1); need_int("queries", 1); need_int("sample_steps", 1)
-    need_int("workers", 0)
+    need_int("workers", 0); need_int("vae_steps", 1); need_int("vae_batch_size", 1)
     if cfg.threads is not None: need_int("threads", 1)
-    for name in ("encoder_lr", "base_lr", "temperature", "guidance", "latent_scale"):
+    for name in ("encoder_lr", "base_lr", "temperature", "guidance", "latent_scale", "vae_lr"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
             raise ValueError(f"`{name}` must be a number > 0, got {v!r}")
@@ -643,18 +792,21 @@ def resolve_config(cfg: PretrainConfig) -> PretrainConfig:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
             raise ValueError(f"`{name}` must be a number in [0, 1), got {v!r}")
-    for name in ("encoder_max_s", "base_max_s"):
+    v = cfg.vae_kl_weight
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+        raise ValueError(f"`vae_kl_weight` must be a number >= 0, got {v!r}")
+    for name in ("encoder_max_s", "base_max_s", "vae_max_s"):
         v = getattr(cfg, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
             raise ValueError(f"`{name}` must be None or a number of seconds >= 0 (0: no cap), got {v!r}")
     return cfg
 
 # %% ../nbs/09_pretrain.ipynb #60462b94
-def _save_base(folder: Path, unet, caption_encoder, scheduler, scale: float = 1.0):
+def _save_base(folder: Path, unet, caption_encoder, scheduler, codec):
     "Write the SD-layout folder; the UNet's weights are stored in float16 (half the size; they load as float32)."
     from diffusers.utils import logging as dlogging
-    PixelCodec(channels=3, scaling_factor=float(scale)).save_pretrained(folder / "vae")
-    half = base_unet(0, unet.config.sample_size)
+    codec.save_pretrained(folder / "vae")                                  # PixelCodec, or the toy VAE in float32
+    half = base_unet(0, unet.config.sample_size, unet.config.in_channels)
     half.load_state_dict(unet.state_dict())
     level = dlogging.get_verbosity(); dlogging.set_verbosity_error()       # no "cast with to()" advice: we mean it
     try: half.to(torch.float16).save_pretrained(folder / "unet")
@@ -662,12 +814,12 @@ def _save_base(folder: Path, unet, caption_encoder, scheduler, scale: float = 1.
     scheduler.save_pretrained(folder / "scheduler")
     caption_encoder.save_pretrained(folder / "text_encoder")
 
-def _sample_grid_png(path, real, conditional, unconditional, title):
+def _sample_grid_png(path, rows, title):
+    "One row of images in [-1, 1] per `(name, images)` pair."
     from matplotlib.figure import Figure                       # no pyplot: no backend switch, no window
-    rows = (("held-out", real), ("captioned", conditional), ("no caption", unconditional))
     n = min(len(r[1]) for r in rows)
-    fig = Figure(figsize=(1.1 * n + 0.3, 3.8))
-    axs = fig.subplots(3, n, squeeze=False)
+    fig = Figure(figsize=(1.1 * n + 0.3, 0.2 + 1.2 * len(rows)))
+    axs = fig.subplots(len(rows), n, squeeze=False)
     for r, (name, imgs) in enumerate(rows):
         for c in range(n):
             axs[r, c].imshow(((imgs[c].float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy(), interpolation="nearest")
@@ -701,7 +853,7 @@ def _environment(dev):
 
 # %% ../nbs/09_pretrain.ipynb #4b557e30
 def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
-    "Train the toy DINOv2 and the toy base model from scratch; write both folders, the log and the sample grid."
+    "Train the toy DINOv2 and the toy base model (and its VAE) from scratch; write both folders, the log and the sample grid."
     cfg = resolve_config(cfg)
     t_start = time.perf_counter()
     out = Path(cfg.out).expanduser(); out.mkdir(parents=True, exist_ok=True)
@@ -739,31 +891,54 @@ def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
             f"(untrained {r['white']['untrained']:.3f}), in scene {r['in_scene']['trained']:.3f}")
     _stage(log, "encoder_retrieval", evaluate_encoder)
     write_log()
-    # 3. The toy base model
+    # 3. The base pool; with codec 'vae', the toy VAE trains on it, then encodes it once (posterior means x scale)
     base = renderer.get("base")
     log["timings"]["base_pool_ready_s"] = round(time.perf_counter() - t_start, 2)
     num_ids = int(max(base["identity"].max(), TeleportToyDataset("heldout").identities[-1])) + 1
     captions = caption_table(num_ids)
     pool = dict(images=base["images"].to(dev), identity=base["identity"].to(dev))
+    vae, scale = None, cfg.latent_scale
+    if cfg.codec == "vae":
+        vae, log["vae"] = train_vae(pool["images"], cfg, log=say)
+        t0 = time.perf_counter()
+        mu = encode_latents(vae, pool["images"])                                        # (P, 4, S/2, S/2)
+        scale = set_latent_scale(vae, mu)
+        pool = dict(latents=mu * scale, latents_flipped=encode_latents(vae, pool["images"], flip=True) * scale,
+                    identity=pool["identity"])
+        log["vae"].update(scaling_factor=scale, encode_pool_s=round(time.perf_counter() - t0, 2))
+        log["timings"]["vae_done_s"] = round(time.perf_counter() - t_start, 2)
+        say(f"vae: {log['vae']['steps']} steps in {log['vae']['seconds']} s; scaling factor {scale:.4f} (1 / std of "
+            f"the pool's latents)")
+        def evaluate_vae():
+            log["vae"]["reconstruction"] = r = reconstruction_report(vae, renderer.get("val")["images"])
+            say(f"vae held-out PSNR {r['vae']:.2f} dB (flat {r['flat']:.2f}, half resolution {r['half_resolution']:.2f}); "
+                f"posterior std / latent std {r['posterior_std_ratio']:.3f}, flip error {r['flip_error']:.3f}")
+        _stage(log, "vae_reconstruction", evaluate_vae)
+        write_log()
+    # 4. The toy base model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 7)
         untrained_captions = ToyCaptionEncoder(width=64).to(dev).eval()
-    untrained_unet = base_unet(cfg.seed, cfg.image_size).to(dev).eval()
+    data = pool["latents"] if vae is not None else pool["images"]
+    untrained_unet = base_unet(cfg.seed, data.shape[-1], data.shape[1]).to(dev).eval()
     unet, caption_encoder, raw_unet, raw_captions, log["base"] = train_base(pool, captions.to(dev), cfg, log=say)
     log["timings"]["base_done_s"] = round(time.perf_counter() - t_start, 2)
     scheduler = sd21_scheduler()
-    _save_base(out / BASE_FOLDER, unet, caption_encoder, scheduler, cfg.latent_scale)
+    codec = vae if vae is not None else PixelCodec(channels=3, scaling_factor=float(cfg.latent_scale))
+    _save_base(out / BASE_FOLDER, unet, caption_encoder, scheduler, codec)
     say(f"base: {log['base']['steps']} steps in {log['base']['seconds']} s, saved")
     log["pools"] = renderer.report()
     def evaluate_base():                                          # in fp32: cheap, and no bf16 drift in sampling
         val = renderer.get("val")
         shipped = UNet2DConditionModel.from_pretrained(out / BASE_FOLDER / "unet").to(dev).eval()   # as written
         caps = captions[val["identity"]]
+        # what the UNet sees: scale x pixels, or the VAE's latents (already scaled)
+        x_val, v_scale = (val["images"], scale) if vae is None else (encode_latents(vae, val["images"]).cpu() * scale, 1.0)
         losses = {}
         for name, (u, c, cp) in dict(trained_ema=(shipped, caption_encoder, caps), trained_raw=(raw_unet, raw_captions, caps),
                                      trained_empty_caption=(shipped, caption_encoder, torch.zeros_like(caps)),
                                      untrained=(untrained_unet, untrained_captions, caps)).items():
-            per, t = base_validation_losses(u, c, scheduler, val["images"], cp, seed=cfg.seed + 3, scale=cfg.latent_scale)
+            per, t = base_validation_losses(u, c, scheduler, x_val, cp, seed=cfg.seed + 3, scale=v_scale)
             losses[name] = float(per.mean())
             if name in ("trained_ema", "untrained"):
                 bins = (t * 10 // scheduler.config.num_train_timesteps).clamp(max=9)
@@ -774,17 +949,20 @@ def pretrain(cfg: PretrainConfig, echo: bool = True) -> dict:
         say(f"validation eps-MSE: trained (EMA) {losses['trained_ema']:.4f}, untrained {losses['untrained']:.4f}")
         n = min(8, len(val["images"]))
         g = torch.Generator().manual_seed(cfg.seed + 5)
-        cond = sample_base(shipped, caption_encoder, scheduler, caps[:n], cfg.sample_steps, cfg.guidance, g, cfg.latent_scale)
+        cond = sample_base(shipped, caption_encoder, scheduler, caps[:n], cfg.sample_steps, cfg.guidance, g, scale, vae)
         uncond = sample_base(shipped, caption_encoder, scheduler, torch.zeros_like(caps[:n]), cfg.sample_steps, cfg.guidance, g,
-                             cfg.latent_scale)
-        real = val["images"][:n].float() / 127.5 - 1
-        _sample_grid_png(out / SAMPLES_FILE, real, cond.float().cpu(), uncond.float().cpu(),
+                             scale, vae)
+        rows = [("held-out", val["images"][:n].float() / 127.5 - 1)]
+        if vae is not None: rows.append(("VAE reconstruction", decode_latents(vae, x_val[:n] / scale).cpu()))
+        rows += [("captioned", cond.float().cpu()), ("no caption", uncond.float().cpu())]
+        _sample_grid_png(out / SAMPLES_FILE, rows,
                          f"toy base model, {log['base']['steps']} steps: held-out identities (DDIM {cfg.sample_steps}, w={cfg.guidance})")
         log["base"]["samples_png"] = SAMPLES_FILE
     _stage(log, "base_validation_and_samples", evaluate_base)
     log["timings"].update(encoder_train_s=log["encoder"]["seconds"], base_train_s=log["base"]["seconds"])
-    log["reproduce"] = "python -m anydoor.pretrain " + " ".join(config_to_argv(replace(
-        cfg, encoder_steps=log["encoder"]["steps"], base_steps=log["base"]["steps"], encoder_max_s=0, base_max_s=0)))
+    steps = dict(encoder_steps=log["encoder"]["steps"], base_steps=log["base"]["steps"], encoder_max_s=0, base_max_s=0)
+    if vae is not None: steps.update(vae_steps=log["vae"]["steps"], vae_max_s=0)
+    log["reproduce"] = "python -m anydoor.pretrain " + " ".join(config_to_argv(replace(cfg, **steps)))
     write_log()
     say(f"done in {log['timings']['total_s']} s -> {out}")
     return log

@@ -210,3 +210,108 @@ def test_latent_scale_is_the_codecs_scaling_factor(tmp_path):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(model.encode(x), 2.5 * x) and torch.allclose(model.decode(model.encode(x)), x)
     assert "--latent-scale 2.5" in log["reproduce"]
+
+
+# -- the toy latent space (codec vae) -------------------------------------------------------------
+TINY_VAE = dict(TINY, codec="vae", image_size=64, reference_size=64, vae_steps=2, vae_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def fresh_vae(tmp_path_factory):
+    "A few-step run with the toy VAE at 64 px (latents 4 x 32 x 32, reference 64 with patch 8)."
+    out = tmp_path_factory.mktemp("pretrain_vae")
+    log = pretrain(PretrainConfig(out=str(out), label="test vae", **TINY_VAE), echo=False)
+    return out, log
+
+
+def test_vae_run_writes_an_sd_layout_with_an_autoencoderkl(fresh_vae):
+    out, log = fresh_vae
+    assert log["errors"] == [] and log["vae"]["steps"] == 2 and log["base"]["steps"] == 2
+    assert _files(out / BASE_FOLDER) == _files(SHIPPED / BASE_FOLDER)      # same files as the pixel layout
+    toy_foundation_paths(out)                                              # BASE_FILES pass
+    vae_cfg = json.loads((out / BASE_FOLDER / "vae" / "config.json").read_text())
+    assert vae_cfg["_class_name"] == "AutoencoderKL" and vae_cfg["latent_channels"] == 4
+    assert len(vae_cfg["block_out_channels"]) == 2                         # factor 2
+    assert vae_cfg["scaling_factor"] == pytest.approx(log["vae"]["scaling_factor"]) and vae_cfg["scaling_factor"] > 0
+    unet_cfg = json.loads((out / BASE_FOLDER / "unet" / "config.json").read_text())
+    assert (unet_cfg["sample_size"], unet_cfg["in_channels"], unet_cfg["out_channels"]) == (32, 4, 4)
+    assert json.loads((out / ENCODER_FOLDER / "config.json").read_text())["patch_size"] == 8
+    r = log["vae"]["reconstruction"]
+    assert {"vae", "flat", "half_resolution", "posterior_std_ratio", "flip_error"} <= set(r) and r["images"] == 8
+    assert "--codec vae" in log["reproduce"] and "--vae-steps 2" in log["reproduce"]
+    assert (out / SAMPLES_FILE).stat().st_size > 0
+
+
+def test_vae_run_loads_through_from_foundation_and_round_trips(fresh_vae, monkeypatch):
+    from diffusers import AutoencoderKL
+    from anydoor.model import AnyDoor
+    out, log = fresh_vae
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = AnyDoor.from_foundation(*toy_foundation_paths(out), image_size=64, reference_size=64, seed=0)
+    assert isinstance(model.codec, AutoencoderKL)
+    assert (model.downsample_factor, model.latent_channels, model.latent_size) == (2, 4, 32)
+    assert model.codec.config.scaling_factor == pytest.approx(log["vae"]["scaling_factor"])
+    assert model.detail.hint_downsample == 2 and model.id_extractor.num_tokens == 65
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
+    z = model.encode(x, generator=g)
+    assert z.shape == (3, 4, 32, 32) and model.decode(z).shape == (3, 3, 64, 64)
+    batch = dict(reference=torch.rand(2, 3, 64, 64, generator=g), hint=torch.rand(2, 4, 64, 64, generator=g) * 2 - 1,
+                 target=torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, data_kind=torch.tensor([0, 2]))
+    assert torch.isfinite(model.loss(batch, generator=g))
+
+
+def test_fine_tune_trains_on_a_vae_folder_at_64_px(fresh_vae, tmp_path):
+    "What `python -m anydoor.train model.pretrained=<folder> model.image_size=64 model.reference_size=64` runs."
+    from anydoor.config import compose
+    from anydoor.train import train
+    out, _ = fresh_vae
+    cfg = compose([f"model.pretrained={out}", "model.image_size=64", "model.reference_size=64", "logger=none",
+                   "eval.enabled=false", "trainer.batch_size=2", "trainer.max_steps=2", "trainer.checkpoint_every=2",
+                   "trainer.sample_every=0", "trainer.log_every=1", "data.num_workers=0", f"run_dir={tmp_path}"])
+    summary = train(cfg)
+    assert summary["step"] == 2 and torch.isfinite(torch.tensor(summary["loss"]))
+
+
+def test_patch_size_keeps_about_64_tokens():
+    from anydoor.id_extractor import IDExtractor, tiny_patch_size
+    assert [tiny_patch_size(R) for R in (16, 32, 48, 64, 128)] == [4, 4, 6, 8, 16]
+    assert encoder_config(32).patch_size == 4 and encoder_config(64).patch_size == 8
+    assert IDExtractor.tiny(reference_size=64).num_tokens == 65 == IDExtractor.tiny(reference_size=32).num_tokens
+
+
+def test_pixel_base_unet_is_unchanged():
+    "The pixel codec's base UNet keeps its signature's defaults: 3 channels at 32²."
+    u = base_unet()
+    assert (u.config.sample_size, u.config.in_channels, u.config.out_channels) == (32, 3, 3)
+    v = base_unet(0, 32, 4)
+    assert (v.config.sample_size, v.config.in_channels, v.config.out_channels) == (32, 4, 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(codec="jpeg"), "`codec` must be one of ('pixel', 'vae'), got 'jpeg'"),
+    (dict(codec="vae", image_size=36), "`image_size` must be a multiple of 8 (codec 'vae' factor 2 x UNet downsampling 4), got 36"),
+    (dict(image_size=30), "`image_size` must be a multiple of 4"),
+    (dict(reference_size=44), "`reference_size` must be a multiple of the patch size 5"),
+    (dict(codec="vae", vae_steps=0), "`vae_steps` must be an int in [1, inf], got 0"),
+    (dict(codec="vae", vae_batch_size=2.5), "`vae_batch_size` must be an int in [1, inf], got 2.5"),
+    (dict(codec="vae", vae_lr=0), "`vae_lr` must be a number > 0, got 0"),
+    (dict(codec="vae", vae_kl_weight=-1e-6), "`vae_kl_weight` must be a number >= 0, got -1e-06"),
+    (dict(codec="vae", vae_max_s=-1), "`vae_max_s` must be None or a number of seconds >= 0"),
+])
+def test_bad_vae_config_values_raise(overrides, message):
+    with pytest.raises(ValueError) as e:
+        resolve_config(PretrainConfig(out="x", **overrides))
+    assert message in str(e.value)
+
+
+def test_vae_presets_and_flags():
+    for device in ("cpu",) + (("cuda",) if torch.cuda.is_available() else ()):
+        cfg = resolve_config(PretrainConfig(out="x", device=device, codec="vae", image_size=64, reference_size=64))
+        assert cfg.vae_steps >= 1 and cfg.vae_batch_size >= 1 and cfg.vae_lr > 0
+    with pytest.raises(SystemExit) as e:
+        main(["--out", "x", "--codec", "jpeg"])
+    assert e.value.code == 2
+    from anydoor.pretrain import build_parser
+    args = build_parser().parse_args(["--out", "d", "--codec", "vae", "--vae-steps", "5", "--vae-kl-weight", "1e-4"])
+    assert (args.codec, args.vae_steps, args.vae_kl_weight) == ("vae", 5, 1e-4)

@@ -91,13 +91,14 @@ class LoggerConfig:
 class EvalConfig:
     "Zero-shot evaluation on held-out identities (anydoor.evaluate)."
     enabled: bool = True
-    num_identities: int = 16        # gallery size: chance is 1/num_identities
+    num_identities: int = 64        # gallery size (the whole held-out split): chance is 1/num_identities
     pairs_per_identity: int = 1     # held-out pairs per identity (more = a less noisy score, same chance)
     num_inference_steps: int = 20
     guidance_scale: float = 3.0
     control_scale: float = 1.0
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     before: bool = False            # also evaluate the model before fine-tuning (reported as before_*)
+    num_threads: int = 0            # torch CPU threads while evaluating (0: every core; training's data workers idle then)
 
 @dataclass
 class TrainConfig:
@@ -157,8 +158,10 @@ def validate_config(cfg) -> None:
         raise ValueError(f"`id.reference_dropout` must be in [0, 1), got {cfg.id.reference_dropout}")
     if not cfg.detail.enabled and cfg.detail.collage != "none":
         raise ValueError(f"`detail.collage` must be 'none' when `detail.enabled` is false, got {cfg.detail.collage!r}")
-    for key, lo in (("num_identities", 2), ("pairs_per_identity", 1), ("num_inference_steps", 1)):
+    for key, lo in (("num_identities", 2), ("pairs_per_identity", 1), ("num_inference_steps", 1), ("num_threads", 0)):
         if cfg.eval[key] < lo: raise ValueError(f"`eval.{key}` must be >= {lo}, got {cfg.eval[key]}")
+    if cfg.eval.num_identities > 64:     # the toy world holds 64 held-out identities; more would leak training ones
+        raise ValueError(f"`eval.num_identities` must be <= 64 (the toy world's held-out split), got {cfg.eval.num_identities}")
     if not len(cfg.eval.seeds): raise ValueError("`eval.seeds` must list at least one sampling seed, got []")
 
 def compose(overrides: list = (),        # command-line style overrides, e.g. ["trainer.max_steps=5"]

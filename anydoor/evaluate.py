@@ -5,6 +5,7 @@
 # %% ../nbs/12_evaluate.ipynb #87082f75
 from __future__ import annotations
 import math
+from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,9 +15,10 @@ from .core import check_tensor, tensor_to_pil
 from .sampling import generate
 
 # %% auto #0
-__all__ = ['crop_boxes', 'colour_signature', 'reference_signature', 'box_signature', 'identity_top1', 'masked_psnr', 'box_ssim',
-           'copy_paste', 'mean_fill', 'eps_error_in_box', 'heldout_batch', 'evaluate_batch', 'insertion_grid',
-           'evaluate_toy', 'sample_grid', 'x0_error_by_timestep']
+__all__ = ['HELDOUT_IDENTITIES', 'JUDGED', 'crop_boxes', 'colour_signature', 'reference_signature', 'box_signature',
+           'identity_top1', 'masked_psnr', 'box_ssim', 'copy_paste', 'mean_fill', 'eps_error_in_box', 'heldout_batch',
+           'judge_metrics', 'evaluate_batch', 'insertion_grid', 'evaluate_toy', 'sample_grid', 'x0_error_by_timestep',
+           'load_for_evaluation', 'main']
 
 # %% ../nbs/12_evaluate.ipynb #66823699
 def crop_boxes(images: torch.Tensor,   # (B, 3, S, S)
@@ -138,33 +140,69 @@ def eps_error_in_box(model, batch: dict,
     return out
 
 # %% ../nbs/12_evaluate.ipynb #31d758f3
-def heldout_batch(model, num_identities: int = 16, collage: str = "hifreq",
+HELDOUT_IDENTITIES = 64   # the toy world's held-out split: identities 0..63, never seen in pretraining or training
+
+def heldout_batch(model, num_identities: int = HELDOUT_IDENTITIES, collage: str = "hifreq",
                   pairs_per_identity: int = 1,   # held-out pairs (scenes, poses) per identity
                  ) -> tuple:
     "`pairs_per_identity` held-out pairs of each identity (deterministic) and the gallery of their references."
     from anydoor.data import TeleportToyDataset, collate
+    if isinstance(num_identities, bool) or not isinstance(num_identities, int) or not 1 <= num_identities <= HELDOUT_IDENTITIES:
+        raise ValueError(f"`num_identities` must be an int in [1, {HELDOUT_IDENTITIES}] (the held-out split; more would "
+                         f"take identities that training saw), got {num_identities!r}")
     if int(pairs_per_identity) < 1: raise ValueError(f"`pairs_per_identity` must be >= 1, got {pairs_per_identity}")
-    H = max(num_identities, 64)          # index p*H + i is pair p of identity i (the split cycles through H identities)
+    H = HELDOUT_IDENTITIES               # index p*H + i is pair p of identity i (the split cycles through H identities)
     ds = TeleportToyDataset(split="heldout", image_size=model.image_size, reference_size=model.reference_size,
                             length=H * int(pairs_per_identity), num_heldout=H, collage=collage)
     batch = collate([ds[p * H + i] for p in range(int(pairs_per_identity)) for i in range(num_identities)])
     gallery = ds.reference_gallery(sorted(set(batch["identity"].tolist())))
     return batch, gallery
 
+def _per_identity_ci(scores: torch.Tensor, ids: torch.Tensor) -> tuple:
+    "Mean of `scores` (seeds × pairs, or pairs) and the 95% half-width over identities (the unit that was sampled)."
+    s = scores.float().reshape(-1, len(ids)).mean(0)                                   # (pairs,) mean over seeds
+    per = torch.stack([s[ids == i].mean() for i in ids.unique()])                      # (identities,)
+    half = 1.96 * per.std(unbiased=True).item() / math.sqrt(len(per)) if len(per) > 1 else 0.0
+    return float(s.mean()), half
+
+JUDGED = ("shape", "texture", "emblem", "identity")
+
+def judge_metrics(judge, crops: list, batch: dict, gallery: dict) -> dict:
+    "The judge's readings of generated crops (one tensor per seed), ground truth and copy-paste, beside chance."
+    from anydoor.judge import judge_scores, chance_levels
+    boxes, ids = batch["box"], batch["identity"]
+    read = lambda x: judge_scores(judge, crop_boxes((x.clamp(-1, 1) + 1) / 2, boxes), ids, gallery["reference"],
+                                  gallery["identity"])
+    per_seed = [read(c) for c in crops]
+    truth, cp = read(batch["target"]), read(copy_paste(batch["reference"], batch["target"], boxes))
+    m, chance = {}, chance_levels(len(gallery["identity"]))
+    for k in JUDGED:
+        runs = torch.stack([r[k] for r in per_seed])                                   # (seeds, pairs)
+        m[f"judge_{k}"], m[f"judge_{k}_ci95"] = _per_identity_ci(runs, ids)
+        m[f"judge_{k}_std"] = float(runs.mean(1).std(unbiased=True)) if len(runs) > 1 else 0.0
+        m[f"judge_{k}_ground_truth"] = float(truth[k].mean()); m[f"judge_{k}_copy_paste"] = float(cp[k].mean())
+        m[f"judge_{k}_chance"] = chance[k]
+    return m
+
 def evaluate_batch(model, batch: dict, gallery: dict,
                    seeds=(0, 1, 2), num_inference_steps: int = 20, guidance_scale: float = 3.0,
-                   control_scale: float = 1.0) -> tuple:
+                   control_scale: float = 1.0,
+                   judge=None,          # an IdentityJudge; None: the shipped one (anydoor.judge.load_judge)
+                  ) -> tuple:
     "Metrics (dict) and generated crops per seed for one held-out batch."
+    from anydoor.judge import load_judge
+    judge = load_judge() if judge is None else judge
     model.eval()
     ref, hint, target = batch["reference"], batch["hint"], batch["target"]
     boxes, box_mask, ids = batch["box"], batch["box_mask"].float(), batch["identity"]
     g_img, g_ids = gallery["reference"], gallery["identity"]
     top1 = lambda crops: identity_top1(crop_boxes((crops.clamp(-1, 1) + 1) / 2, boxes), ids, g_img, g_ids)[0]
-    runs, crops = [], []
+    runs, crops, colour = [], [], []
     for seed in seeds:
         out = generate(model, ref, hint, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                        control_scale=control_scale, generator=torch.Generator().manual_seed(int(seed))).cpu().float()
         crops.append(out)
+        colour.append(identity_top1(crop_boxes((out.clamp(-1, 1) + 1) / 2, boxes), ids, g_img, g_ids)[1] == ids)
         runs.append(dict(identity_top1=top1(out), psnr_box=masked_psnr(out, target, box_mask).mean().item(),
                          ssim_box=box_ssim(out, target, boxes).mean().item(),
                          psnr_background=masked_psnr(out, target, 1 - box_mask).mean().item()))
@@ -172,6 +210,8 @@ def evaluate_batch(model, batch: dict, gallery: dict,
     for k in runs[0]:
         v = np.array([r[k] for r in runs])
         m[k], m[k + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    m["identity_top1_ci95"] = _per_identity_ci(torch.stack(colour), ids)[1]
+    m.update(judge_metrics(judge, crops, batch, gallery))
     cp, mf = copy_paste(ref, target, boxes), mean_fill(target, box_mask)
     m.update(identity_chance=1.0 / len(g_ids), identity_top1_ground_truth=top1(target),
              identity_top1_copy_paste=top1(cp), psnr_box_copy_paste=masked_psnr(cp, target, box_mask).mean().item(),
@@ -233,3 +273,46 @@ def x0_error_by_timestep(model, batch: dict,
         out["model"].append((x0_hat - z0).pow(2).mean().sqrt().item())
         out["trivial"].append(z0.pow(2).mean().sqrt().item())   # x̂₀ = 0, i.e. ε = x_t / σ_t
     return out
+
+# %% ../nbs/12_evaluate.ipynb #3cfb57ed
+def load_for_evaluation(path):
+    "An AnyDoor from a pipeline folder (model_index.json) or a run's `model/` folder (anydoor.json), in eval mode."
+    from pathlib import Path
+    from anydoor.model import AnyDoor
+    path = Path(path).expanduser()
+    if (path / "model_index.json").is_file():
+        from anydoor.pipeline import AnyDoorPipeline
+        return AnyDoorPipeline.from_pretrained(path)._model().eval()
+    if (path / "anydoor.json").is_file(): return AnyDoor.from_pretrained(path).eval()
+    raise FileNotFoundError(f"`path` {str(path)!r} is neither a pipeline folder (model_index.json) nor a saved AnyDoor "
+                            f"(anydoor.json): pass a run's model/ folder or e.g. anydoor/weights/anydoor-tiny")
+
+def main(argv=None) -> dict:
+    "`python -m anydoor.evaluate PATH [--num-identities 64] [--seeds 0 1 2] [--out metrics.json]`"
+    import argparse, json
+    p = argparse.ArgumentParser(prog="python -m anydoor.evaluate", description="Evaluate a saved AnyDoor on held-out toy identities.")
+    p.add_argument("path"); p.add_argument("--num-identities", type=int, default=HELDOUT_IDENTITIES)
+    p.add_argument("--pairs-per-identity", type=int, default=1); p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=20); p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--collage", default="hifreq", choices=("hifreq", "raw", "none")); p.add_argument("--out")
+    a = p.parse_args(argv)
+    try:
+        model = load_for_evaluation(a.path)
+        batch, gallery = heldout_batch(model, a.num_identities, a.collage, a.pairs_per_identity)
+    except (FileNotFoundError, ValueError) as e: p.error(str(e))
+    m, _ = evaluate_batch(model, batch, gallery, seeds=a.seeds, num_inference_steps=a.steps, guidance_scale=a.guidance)
+    m.update(path=str(a.path), seeds=list(a.seeds), num_inference_steps=a.steps, guidance_scale=a.guidance)
+    print(f"{'judge (± 95%)':16s}{'model':>16s}{'copy-paste':>12s}{'truth':>8s}{'chance':>8s}")
+    for k in JUDGED:
+        j = "judge_" + k
+        print(f"{k:16s}{m[j]:9.3f} ± {m[j + '_ci95']:.3f}{m[j + '_copy_paste']:12.3f}{m[j + '_ground_truth']:8.3f}{m[j + '_chance']:8.3f}")
+    print(f"{'colour identity':16s}{m['identity_top1']:9.3f} ± {m['identity_top1_ci95']:.3f}{m['identity_top1_copy_paste']:12.3f}"
+          f"{m['identity_top1_ground_truth']:8.3f}{m['identity_chance']:8.3f}")
+    print(f"in-box PSNR {m['psnr_box']:.2f} dB (mean-colour fill {m['psnr_box_mean_fill']:.2f}), background PSNR {m['psnr_background']:.2f} dB")
+    if a.out: Path(a.out).write_text(json.dumps(m, indent=1))
+    return m
+
+# %% ../nbs/12_evaluate.ipynb #ab2837d9
+import builtins
+if __name__ == "__main__" and not hasattr(builtins, "get_ipython"):   # not when a notebook runs this cell
+    main()

@@ -377,15 +377,23 @@ def format_summary(summary: dict) -> str:
         s = summary
         row = lambda name, k: f"  {name:34s}" + "  ".join(
             f"{s[p + k]:7.3f}" if p + k in s else "      -" for p in ("", "before_"))
+        ci = lambda p, k: f"{s[p + k]:.3f} ± {s[p + k + '_ci95']:.3f}" if p + k + "_ci95" in s else "-"
+        if "judge_identity" in s:         # the judge (anydoor.judge): mean ± 95% interval, beside its baselines
+            lines.append(f"  {'judge (held-out, ± 95%)':27s}{'after':>15s}  {'before':>15s}  {'copy-paste':>10s}  "
+                         f"{'truth':>6s}  {'chance':>6s}")
+            for k in ("shape", "texture", "emblem", "identity"):
+                j = "judge_" + k
+                lines.append(f"  {k + (' top-1' if k == 'identity' else ''):27s}{ci('', j):>15s}  {ci('before_', j):>15s}  "
+                             f"{s[j + '_copy_paste']:10.3f}  {s[j + '_ground_truth']:6.3f}  {s[j + '_chance']:6.3f}")
         lines.append(f"  {'held-out metric':34s}{'after':>7s}  {'before':>7s}")
-        for name, k in [("identity top-1", "identity_top1"), ("in-box PSNR (dB)", "psnr_box"), ("in-box SSIM", "ssim_box"),
+        for name, k in [("colour identity top-1", "identity_top1"), ("in-box PSNR (dB)", "psnr_box"), ("in-box SSIM", "ssim_box"),
                         ("background PSNR (dB)", "psnr_background"), ("in-box eps-MSE", "eps_box"),
                         ("identity gap (wrong reference)", "id_gap")]:
             lines.append(row(name, k))
         if "num_pairs" in s:
             lines.append(f"  identity: {s['num_pairs']} held-out pairs of {s['num_identities']} identities x "
                          f"{s['num_seeds']} sampling seeds (s.d. over seeds {s['identity_top1_std']:.3f})")
-        lines.append(f"  chance {s['identity_chance']:.3f} | copy-paste: identity {s['identity_top1_copy_paste']:.3f}, "
+        lines.append(f"  chance {s['identity_chance']:.3f} | copy-paste: colour identity {s['identity_top1_copy_paste']:.3f}, "
                      f"in-box PSNR {s['psnr_box_copy_paste']:.2f} dB | ground truth identity {s['identity_top1_ground_truth']:.3f}")
     return "\n".join(lines)
 
@@ -396,8 +404,13 @@ def _log_sample_grid(model, cfg, logger, step):
 
 def _evaluate_and_log(model, cfg, logger, step, prefix: str = "eval") -> dict:
     from anydoor.evaluate import evaluate_toy
-    with torch.random.fork_rng():
-        metrics, grid = evaluate_toy(model, cfg)
+    threads = torch.get_num_threads()        # training may pin one thread for its data workers; they idle now
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cfg.eval.num_threads or cores)
+    try:
+        with torch.random.fork_rng():
+            metrics, grid = evaluate_toy(model, cfg)
+    finally: torch.set_num_threads(threads)
     logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
     logger.log_image(f"{prefix}/insertions", grid, step)
     return metrics

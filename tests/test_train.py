@@ -95,6 +95,12 @@ def test_wandb_offline_logs_images(tmp_path, monkeypatch):
     images = [str(p.relative_to(runs[0])) for p in runs[0].glob("files/media/images/**/*.png")]
     assert any("/samples/" in p for p in images) and any("/eval/" in p for p in images), images
     assert "identity_top1" in summary and (tmp_path / "summary.json").exists()
+    # the judge's readings reach the summary and the W&B run, each with its interval and baselines
+    for k in ("shape", "texture", "emblem", "identity"):
+        for suffix in ("", "_ci95", "_ground_truth", "_copy_paste", "_chance"):
+            assert f"judge_{k}{suffix}" in summary, f"judge_{k}{suffix}"
+    logged = (runs[0] / "files" / "wandb-summary.json")
+    if logged.exists(): assert "eval/judge_identity" in json.loads(logged.read_text())
 
 
 def test_bad_config_values_are_named():
@@ -102,6 +108,8 @@ def test_bad_config_values_are_named():
         compose(["timesteps.mode=random"])
     with pytest.raises(ValueError, match="`data.kinds` must contain data kinds 0, 1 or 2"):
         compose(["data.kinds=[0,5]"])
+    with pytest.raises(ValueError, match="`eval.num_identities` must be <= 64"):   # more would leak training identities
+        compose(["eval.num_identities=65"])
     with pytest.raises(FileNotFoundError, match="`resume`: no complete checkpoint"):
         train(compose(FAST + ["resume=/nonexistent/run"]))
 

@@ -89,3 +89,18 @@ def test_evaluate_command_refuses_what_it_cannot_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main([str(shipped_weights()), "--num-identities", "65"])  # would take training identities
     assert "`num_identities` must be an int in [1, 64]" in capsys.readouterr().err
+
+
+def test_shipped_model_judged_record():
+    "The shipped anydoor-tiny judged on 64 held-out identities x 3 seeds (`python -m anydoor.evaluate`), as the README quotes it."
+    rec = json.loads((shipped_weights_dir() / "anydoor-tiny-judged.json").read_text())
+    assert rec["num_identities"] == 64 and rec["num_pairs"] == 64 and rec["seeds"] == [0, 1, 2]
+    assert rec["command"].startswith("python -m anydoor.evaluate anydoor/weights/anydoor-tiny")
+    for k in ("shape", "texture", "emblem", "identity"):
+        j = f"judge_{k}"
+        assert rec[j + "_copy_paste"] > 2 * rec[j + "_chance"] and rec[j + "_ground_truth"] > 2 * rec[j + "_chance"]
+        assert 0 <= rec[j] <= 1 and rec[j + "_ci95"] >= 0
+    # what the README says of it: the colours arrive (colour identity above chance), the identity does not
+    assert rec["identity_top1"] - rec["identity_top1_ci95"] > rec["identity_chance"]
+    assert rec["judge_identity"] - rec["judge_identity_ci95"] <= rec["judge_identity_chance"]
+    assert rec["psnr_box"] < rec["psnr_box_mean_fill"]

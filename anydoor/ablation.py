@@ -14,7 +14,8 @@ import numpy as np
 __all__ = ['METRICS', 'collect', 'summarise', 'paired_differences', 'ablation_table', 'difference_table', 'plot_ablation', 'main']
 
 # %% ../nbs/20_ablations.ipynb #bc8cc805
-METRICS = ("judge_shape", "judge_texture", "judge_emblem", "judge_identity", "identity_top1", "psnr_box", "ssim_box", "psnr_background", "eps_box", "id_gap", "loss")
+METRICS = ("judge_shape", "judge_texture", "judge_emblem", "judge_identity",   # the identity judge (anydoor.judge)
+           "identity_top1", "psnr_box", "ssim_box", "psnr_background", "eps_box", "id_gap", "loss")
 
 def collect(root) -> list:
     "Every run's `summary.json` under `root`, as a list of dicts (with `path`)."

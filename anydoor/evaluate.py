@@ -277,7 +277,6 @@ def x0_error_by_timestep(model, batch: dict,
 # %% ../nbs/12_evaluate.ipynb #3cfb57ed
 def load_for_evaluation(path):
     "An AnyDoor from a pipeline folder (model_index.json) or a run's `model/` folder (anydoor.json), in eval mode."
-    from pathlib import Path
     from anydoor.model import AnyDoor
     path = Path(path).expanduser()
     if (path / "model_index.json").is_file():

@@ -394,7 +394,7 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  identity: {s['num_pairs']} held-out pairs of {s['num_identities']} identities x "
                          f"{s['num_seeds']} sampling seeds (s.d. over seeds {s['identity_top1_std']:.3f})")
         lines.append(f"  chance {s['identity_chance']:.3f} | copy-paste: colour identity {s['identity_top1_copy_paste']:.3f}, "
-                     f"in-box PSNR {s['psnr_box_copy_paste']:.2f} dB | ground truth identity {s['identity_top1_ground_truth']:.3f}")
+                     f"in-box PSNR {s['psnr_box_copy_paste']:.2f} dB | ground truth colour identity {s['identity_top1_ground_truth']:.3f}")
     return "\n".join(lines)
 
 def _log_sample_grid(model, cfg, logger, step):

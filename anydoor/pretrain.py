@@ -469,6 +469,13 @@ def _autocast(device, precision):
     if precision == "bf16": return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext
 
+def _optimiser_step(opt, sched, params, loss):
+    "One step of every pretraining loop: backward, clip the gradient norm to 1, AdamW, learning-rate schedule."
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step(); sched.step()
+
 def _adamw(params, lr, weight_decay, device):
     kw = dict(fused=True) if device.type == "cuda" else dict(foreach=True)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99), **kw)
@@ -502,10 +509,7 @@ def train_encoder(views: torch.Tensor,   # (N_identities, V, 3, R, R) uint8, on 
         with autocast():
             z_cls, z_patch = heads(encoder(pixel_values=x).last_hidden_state)          # (2B, 128) each
         loss = 0.5 * (nt_xent(z_cls, cfg.temperature) + nt_xent(z_patch, cfg.temperature))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step(); sched.step()
+        _optimiser_step(opt, sched, params, loss)
         go = clock.tick(step, loss)
         step += 1
         if step % max(1, clock.state["total"] // 5) == 0 or not go:
@@ -560,10 +564,7 @@ def train_base(pool: dict,             # base pool on the training device: ident
         with autocast():
             eps = unet(x_t, t, encoder_hidden_states=caption_encoder(caption)).sample
         loss = F.mse_loss(eps.float(), noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step(); sched.step()
+        _optimiser_step(opt, sched, params, loss)
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_params, params, 1 - decay)
@@ -682,10 +683,7 @@ def train_vae(images: torch.Tensor,    # (P, 3, S, S) uint8 base pool, on the tr
         x = images[idx].float() / 127.5 - 1                                             # (B, 3, S, S)
         x = torch.where(torch.rand(B, 1, 1, 1, generator=g, device=dev) < 0.5, x.flip(-1), x)
         loss, mse, kl = vae_loss(vae, x, cfg.vae_kl_weight, g, autocast)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step(); sched.step()
+        _optimiser_step(opt, sched, params, loss)
         go = clock.tick(step, loss)
         step += 1
         if step % max(1, clock.state["total"] // 10) == 0 or not go:

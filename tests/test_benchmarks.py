@@ -52,12 +52,16 @@ def test_gpu_smoke_rejects_bad_args(tmp_path):
         gpu.main([])                                                           # the output folder is required
 
 
-def _gpu_sweep(*args):
+def _script(name, *args, timeout=600):
+    "Run benchmarks/<name> with bash, this interpreter as its PYTHON."
     import os, subprocess, sys
     from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_sweep.sh"
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=600,
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / name
+    return subprocess.run(["bash", str(script), *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, PYTHON=sys.executable))
+
+
+def _gpu_sweep(*args): return _script("gpu_sweep.sh", *args)
 
 
 def test_gpu_sweep_smoke(tmp_path):
@@ -108,12 +112,8 @@ def test_base_scale_smoke(tmp_path):
 
 def test_toy64_smoke(tmp_path):
     "The prepared 64-px GPU run at seconds' scale: a toy VAE foundation, a 64-px fine-tune, the judge's evaluation."
-    import os, subprocess, sys
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "toy64.sh"
     out = tmp_path / "toy64"
-    res = subprocess.run(["bash", str(script), str(out), "--smoke"], capture_output=True, text=True, timeout=900,
-                         env=dict(os.environ, PYTHON=sys.executable))
+    res = _script("toy64.sh", out, "--smoke", timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     vae = json.loads((out / "foundation" / "toy-sd" / "vae" / "config.json").read_text())
     assert vae["_class_name"] == "AutoencoderKL"

@@ -298,7 +298,7 @@ def load_judge(folder=None,               # a judge folder; None: the shipped on
     path = Path(folder).expanduser() if folder is not None else shipped_weights_dir() / JUDGE_FOLDER
     if not (path / "config.json").is_file():
         raise ModelNotAvailableError(f"No identity judge under {str(path)!r} (no config.json). Re-create it "
-                                     f"(about 20 minutes on 2 CPU cores) with\n    python -m anydoor.judge --out {path}")
+                                     f"(about 40 minutes on one CPU thread, as measured for the shipped one) with\n    python -m anydoor.judge --out {path}")
     return IdentityJudge.from_pretrained(path).to(device).eval()
 
 def _flag(name): return "--" + name.replace("_", "-")

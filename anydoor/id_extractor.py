@@ -8,11 +8,14 @@ import os
 import socket
 import threading
 import warnings
+from contextlib import contextmanager
+from types import MethodType
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 from diffusers import ModelMixin, ConfigMixin
 from diffusers.configuration_utils import register_to_config
 from transformers import Dinov2Config, Dinov2Model
@@ -20,8 +23,9 @@ from transformers import Dinov2Config, Dinov2Model
 from .core import check_tensor
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TOKEN_MODES', 'ModelNotAvailableError', 'hub_reachable', 'load_or_explain',
-           'tiny_patch_size', 'encoder_config_dict', 'IDExtractor']
+__all__ = ['POSITION_RESIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TOKEN_MODES', 'ModelNotAvailableError', 'hub_reachable',
+           'load_or_explain', 'released_position_embeddings', 'position_resize', 'tiny_patch_size',
+           'encoder_config_dict', 'IDExtractor']
 
 # %% ../nbs/03_id_extractor.ipynb #165ce23a
 class ModelNotAvailableError(OSError):
@@ -85,6 +89,43 @@ def _load_or_explain(loader, name, what, how, subfolder, timeout, kwargs):
                                               "cache, and the hub is not reachable (offline or HF_HUB_OFFLINE=1)"))
     return loader(name, **kwargs)
 
+# %% ../nbs/03_id_extractor.ipynb #df1f6fea
+POSITION_RESIZES = ("released", "transformers")
+
+def released_position_embeddings(position_embeddings: torch.Tensor, # (1, 1 + N, d): class + an n x n grid
+                                 grid_size: tuple,                   # (h0, w0) patches of the input image
+                                ) -> torch.Tensor:                   # (1, 1 + h0*w0, d)
+    "DINOv2's position embeddings resized as the released code does: bicubic, scale factor (h0 + 0.1) / n."
+    N, d = position_embeddings.shape[1] - 1, position_embeddings.shape[-1]
+    n = int(round(N ** 0.5))
+    if n * n != N: raise ValueError(f"`position_embeddings` must hold a square grid after the class token, got {N} positions")
+    h0, w0 = (int(s) for s in grid_size)
+    if (h0, w0) == (n, n): return position_embeddings
+    grid = position_embeddings[:, 1:].float().reshape(1, n, n, d).permute(0, 3, 1, 2)          # (1, d, n, n)
+    grid = F.interpolate(grid, scale_factor=((h0 + 0.1) / n, (w0 + 0.1) / n), mode="bicubic", align_corners=False)
+    assert grid.shape[-2:] == (h0, w0), grid.shape                                             # floor(n (h0+0.1)/n) = h0
+    grid = grid.permute(0, 2, 3, 1).reshape(1, h0 * w0, d).to(position_embeddings.dtype)
+    return torch.cat([position_embeddings[:, :1], grid], 1)
+
+def _released_interpolate_pos_encoding(self, embeddings: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    "Drop-in for `Dinov2Embeddings.interpolate_pos_encoding` (same signature) doing the released resize."
+    ph, pw = self.patch_embeddings.patch_size
+    return released_position_embeddings(self.position_embeddings, (height // ph, width // pw))
+
+@contextmanager
+def position_resize(encoder: Dinov2Model, mode: str = "released"):
+    "Within this block `encoder` resizes its position embeddings the `mode` way (see the cell above)."
+    if mode not in POSITION_RESIZES:
+        raise ValueError(f"`position_resize` must be one of {POSITION_RESIZES}, got {mode!r}")
+    emb = encoder.embeddings
+    if mode == "transformers": yield encoder; return
+    if not callable(getattr(type(emb), "interpolate_pos_encoding", None)):
+        raise RuntimeError(f"this transformers version's {type(emb).__name__} has no `interpolate_pos_encoding`: "
+                           "the released resize cannot be applied; pass position_resize='transformers'")
+    emb.interpolate_pos_encoding = MethodType(_released_interpolate_pos_encoding, emb)  # shadows the class's method
+    try: yield encoder
+    finally: del emb.interpolate_pos_encoding
+
 # %% ../nbs/03_id_extractor.ipynb #f6373925
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,12 +149,15 @@ class IDExtractor(ModelMixin, ConfigMixin):
                  context_dim: int = 1024,            # width of the ID tokens = the UNet's cross-attention dim
                  token_mode: str = "all",            # "all" | "global" | "none", see the table above
                  reference_size: int = 224,          # R, the side of the reference image
+                 position_resize: str = "released",  # "released" | "transformers": how the position grid is resized
                 ):
         super().__init__()
         if token_mode not in TOKEN_MODES:
             raise ValueError(f"`token_mode` must be one of {TOKEN_MODES}, got {token_mode!r}")
         if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 1:
             raise ValueError(f"`context_dim` must be a positive int, got {context_dim!r}")
+        if position_resize not in POSITION_RESIZES:
+            raise ValueError(f"`position_resize` must be one of {POSITION_RESIZES}, got {position_resize!r}")
         cfg = Dinov2Config.from_dict(dict(encoder_config or {}))
         if isinstance(reference_size, bool) or not isinstance(reference_size, int) or reference_size % cfg.patch_size:
             raise ValueError(f"`reference_size` must be a multiple of the patch size {cfg.patch_size}, got {reference_size!r}")
@@ -137,7 +181,8 @@ class IDExtractor(ModelMixin, ConfigMixin):
         mean = torch.tensor(IMAGENET_MEAN, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), \
+             position_resize(self.encoder, self.config.position_resize):
             return self.encoder(pixel_values=(reference - mean) / std).last_hidden_state  # (B, 1+N, hidden)
 
     def forward(self, reference: torch.Tensor,  # (B, 3, R, R) float in [0, 1], white background
@@ -191,6 +236,7 @@ class IDExtractor(ModelMixin, ConfigMixin):
                      reference_size: int = 224,   # R
                      subfolder: str | None = None,
                      seed: int | None = None,     # seeds the projector's initialisation
+                     position_resize: str = "released", # "released" (AnyDoor's DINOv2 code) | "transformers"
                      **kwargs,                    # passed to `Dinov2Model.from_pretrained`
                     ) -> "IDExtractor":
         "An IDExtractor around pretrained DINOv2 weights (hub id or local folder), with a fresh projector."
@@ -199,7 +245,7 @@ class IDExtractor(ModelMixin, ConfigMixin):
                                   **kwargs)
         with torch.device("meta"):                         # skeleton only: no random init of the big encoder
             model = cls(encoder_config=encoder_config_dict(encoder.config), context_dim=context_dim,
-                        token_mode=token_mode, reference_size=reference_size)
+                        token_mode=token_mode, reference_size=reference_size, position_resize=position_resize)
         model.encoder = encoder.requires_grad_(False).eval()
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None: torch.manual_seed(seed)

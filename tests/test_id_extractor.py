@@ -135,3 +135,78 @@ def test_bad_construction(idx):
         IDExtractor.tiny(context_dim=0)
     with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
         idx.uncond_tokens(0)
+
+
+def _bicubic_matrix(n_in, n_out, scale, a=-0.75):
+    "1-D bicubic resampling at scale factor `scale`, written from its definition (Keys' kernel, clamped borders)."
+    def keys(x):
+        x = abs(x)
+        if x <= 1: return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a if x < 2 else 0.0
+    W = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for j in range(n_out):
+        u = (j + 0.5) / scale - 0.5
+        i0 = int(torch.floor(torch.tensor(u)))
+        for i in range(i0 - 1, i0 + 3): W[j, min(max(i, 0), n_in - 1)] += keys(u - i)
+    return W
+
+
+@pytest.fixture(scope="module")
+def paper_geometry():
+    "DINOv2's geometry at toy width: a 37x37 position grid (518 px / patch 14), fed 224x224 references."
+    from transformers import Dinov2Config
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=518)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        return IDExtractor(encoder_config=encoder_config_dict(cfg), context_dim=16, reference_size=224)
+
+
+def test_position_grid_resized_as_released_code_by_default(paper_geometry):
+    """The transformer layers receive patch embeddings + the 37x37 grid resized with scale (16+0.1)/37 (the
+    released DINOv2 code), checked against a bicubic written here, not against torch's interpolate."""
+    m = paper_geometry
+    assert m.config.position_resize == "released"
+    seen = {}
+    hook = m.encoder.encoder.register_forward_pre_hook(lambda mod, args, kw: seen.update(h=(args or (kw["hidden_states"],))[0]),
+                                                       with_kwargs=True)
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    try: m(x)
+    finally: hook.remove()
+    emb = m.encoder.embeddings
+    from anydoor.id_extractor import IMAGENET_MEAN, IMAGENET_STD
+    pixels = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        patches = emb.patch_embeddings(pixels)                                    # (1, 256, 32)
+    pos = emb.position_embeddings.detach().double()
+    W = _bicubic_matrix(37, 16, 16.1 / 37)
+    grid = torch.einsum("ai,bj,ijd->abd", W, W, pos[0, 1:].reshape(37, 37, -1)).reshape(256, -1)
+    expected = torch.cat([emb.cls_token.detach().double()[0] + pos[0, :1], patches[0].double() + grid])
+    assert torch.allclose(seen["h"][0].double(), expected, atol=1e-5)
+    # transformers' own resize (size=(16, 16)) is measurably different: the default is not a no-op
+    W_size = _bicubic_matrix(37, 16, 16 / 37)
+    grid_size = torch.einsum("ai,bj,ijd->abd", W_size, W_size, pos[0, 1:].reshape(37, 37, -1)).reshape(256, -1)
+    assert (grid - grid_size).norm() / grid_size.norm() > 0.01
+
+
+def test_transformers_resize_is_an_option_and_round_trips(tmp_path, paper_geometry):
+    m = paper_geometry
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = m.encoder(pixel_values=x).last_hidden_state                       # transformers, untouched
+    m.save_pretrained(tmp_path / "released")
+    back = IDExtractor.from_pretrained(tmp_path / "released")
+    assert back.config.position_resize == "released" and torch.equal(back(x), m(x))
+    other = IDExtractor(encoder_config=m.config.encoder_config, context_dim=16, reference_size=224,
+                        position_resize="transformers")
+    other.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        assert torch.equal(other.encoder(pixel_values=x).last_hidden_state, plain)
+        assert not torch.allclose(other(x), m(x), atol=1e-4)
+    other.save_pretrained(tmp_path / "tf")
+    assert IDExtractor.from_pretrained(tmp_path / "tf").config.position_resize == "transformers"
+    m.encoder.save_pretrained(tmp_path / "dino")
+    fe = IDExtractor.from_encoder(tmp_path / "dino", context_dim=16, reference_size=224, position_resize="transformers")
+    assert fe.config.position_resize == "transformers"
+    assert "interpolate_pos_encoding" not in vars(m.encoder.embeddings)          # the swap never outlives a call
+    with pytest.raises(ValueError, match="`position_resize` must be one of"):
+        IDExtractor(encoder_config=m.config.encoder_config, position_resize="bilinear")

@@ -19,7 +19,7 @@ from .core import (check_tensor, check_same_size, check_box, image_to_tensor, ma
 from .hifreq import high_frequency_map
 
 # %% auto #0
-__all__ = ['prepare_reference', 'perturb_mask', 'CropInfo', 'TargetOutput', 'prepare_target', 'paste_back']
+__all__ = ['COLLAGES', 'prepare_reference', 'perturb_mask', 'CropInfo', 'TargetOutput', 'prepare_target', 'paste_back']
 
 # %% ../nbs/02_collage.ipynb #5a655135
 def _rng(rng) -> np.random.Generator:
@@ -229,7 +229,7 @@ def _box_to_frame(box, pad, scale: float, S: int) -> tuple:
     return x0, y0, x1, y1
 
 # %% ../nbs/02_collage.ipynb #c97f2ae4
-_COLLAGES = ("hifreq", "raw", "none")
+COLLAGES = ("hifreq", "raw", "none")
 
 def _check_pair(lohi, name: str, lo_min: float) -> tuple:
     if (not isinstance(lohi, (tuple, list)) or len(lohi) != 2
@@ -261,8 +261,8 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
     if mask is not None:
         mask = _as_mask(mask, "mask")
         check_same_size(scene, mask, "scene", "mask")
-    if collage not in _COLLAGES:
-        raise ValueError(f"`collage` must be one of {_COLLAGES}, got {collage!r}")
+    if collage not in COLLAGES:
+        raise ValueError(f"`collage` must be one of {COLLAGES}, got {collage!r}")
     if collage != "none" or reference is not None:
         reference, reference_mask = _as_image(reference, "reference"), _as_mask(reference_mask, "reference_mask")
         check_same_size(reference, reference_mask, "reference", "reference_mask")

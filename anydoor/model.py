@@ -17,6 +17,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 
 from .core import check_tensor
+from .collage import COLLAGES
 from .id_extractor import IDExtractor, ModelNotAvailableError, load_or_explain, TOKEN_MODES
 from .detail import DetailExtractor, tiny_unet, default_hint_embedding_channels, as_timesteps
 from .injection import injected_unet_forward, apply_freezing_policy, UNET_DECODER_PREFIXES
@@ -72,6 +73,7 @@ class AnyDoorSettings:
     hint_concat: bool = False              # hint also concatenated to the UNet input
     timestep_mode: str = "adaptive"        # anydoor.timesteps: adaptive (SPEC §7) | uniform
     uniform_prob: float = 0.3              # adaptive mode's share of uniform draws
+    collage: str = "hifreq"                # what fills the box in the hint it was trained on: hifreq (paper) | raw | none
 
 def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:
     "Add `extra_channels` zero-initialised input channels to `unet.conv_in` (its output is unchanged)."
@@ -132,6 +134,8 @@ class AnyDoor(nn.Module):
             raise TypeError(f"`id_extractor` must be an IDExtractor, got {type(id_extractor).__name__}")
         if not (hasattr(noise_scheduler, "add_noise") and hasattr(noise_scheduler, "config")):
             raise TypeError(f"`noise_scheduler` must be a diffusers scheduler, got {type(noise_scheduler).__name__}")
+        if s.collage not in COLLAGES:
+            raise ValueError(f"`collage` must be one of {COLLAGES}, got {s.collage!r}")
         if s.timestep_mode not in TIMESTEP_MODES:
             raise ValueError(f"`timestep_mode` must be one of {TIMESTEP_MODES}, got {s.timestep_mode!r}")
         in_ch = C + (4 if s.hint_concat else 0)
@@ -359,6 +363,7 @@ class AnyDoor(nn.Module):
              hint_concat: bool = False,
              timestep_mode: str = "adaptive",
              uniform_prob: float = 0.3,
+             collage: str = "hifreq",
              num_train_timesteps: int = 1000,
              prediction_type: str = "epsilon",
             ) -> "AnyDoor":
@@ -385,7 +390,7 @@ class AnyDoor(nn.Module):
                                    image_size=image_size, detail_enabled=detail_enabled, sees_latent=sees_latent,
                                    hint_embedding_channels=hint_embedding_channels, seed=seed + 2,
                                    detach_encoder_context=detach_encoder_context, hint_concat=hint_concat,
-                                   timestep_mode=timestep_mode, uniform_prob=uniform_prob)
+                                   timestep_mode=timestep_mode, uniform_prob=uniform_prob, collage=collage)
 
     @classmethod
     def from_components(cls,
@@ -399,6 +404,7 @@ class AnyDoor(nn.Module):
                         hint_concat: bool = False,
                         timestep_mode: str = "adaptive",
                         uniform_prob: float = 0.3,
+                        collage: str = "hifreq",           # the hint's box content it is (to be) trained on
                        ) -> "AnyDoor":
         "AnyDoor from a codec, a (pretrained) UNet, an ID extractor and a scheduler: the detail extractor is built here."
         for name, v in dict(detail_enabled=detail_enabled, sees_latent=sees_latent, hint_concat=hint_concat,
@@ -413,7 +419,8 @@ class AnyDoor(nn.Module):
                 detail = DetailExtractor.from_unet(unet, hint_channels=4, conditioning_embedding_out_channels=tuple(widths),
                                                    sees_latent=sees_latent)
         settings = AnyDoorSettings(image_size=image_size, detach_encoder_context=detach_encoder_context,
-                                   hint_concat=hint_concat, timestep_mode=timestep_mode, uniform_prob=uniform_prob)
+                                   hint_concat=hint_concat, timestep_mode=timestep_mode, uniform_prob=uniform_prob,
+                                   collage=collage)
         return cls(codec, unet, detail, id_extractor, noise_scheduler, settings)
 
     @classmethod

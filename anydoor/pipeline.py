@@ -240,14 +240,14 @@ class AnyDoorPipeline(DiffusionPipeline):
     @classmethod
     def from_model(cls,
                    model: AnyDoor,                     # a (trained) AnyDoor
-                   collage: str = "hifreq",            # the collage mode it was trained with
+                   collage: str | None = None,         # None: the collage mode the model records (model.settings.collage)
                   ) -> "AnyDoorPipeline":
         "A pipeline sharing the components (not copies) of an `AnyDoor`."
         if not isinstance(model, AnyDoor):
             raise TypeError(f"`model` must be an anydoor.model.AnyDoor, got {type(model).__name__}")
         return cls(vae=model.codec, unet=model.unet, detail=model.detail, id_extractor=model.id_extractor,
                    scheduler=ddim_scheduler(model.noise_scheduler), image_size=model.image_size,
-                   hint_concat=model.settings.hint_concat, collage=collage)
+                   hint_concat=model.settings.hint_concat, collage=collage or model.settings.collage)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "AnyDoorPipeline":
@@ -261,7 +261,7 @@ class AnyDoorPipeline(DiffusionPipeline):
                 raise ModelNotAvailableError(f"{str(d)!r} holds neither model_index.json (AnyDoorPipeline.save_pretrained) "
                                              f"nor {ANYDOOR_CONFIG} (AnyDoor.save_pretrained)")
             dtype = kwargs.pop("torch_dtype", None) or kwargs.pop("dtype", None)
-            pipe = cls.from_model(AnyDoor.from_pretrained(d), collage=kwargs.pop("collage", "hifreq"))
+            pipe = cls.from_model(AnyDoor.from_pretrained(d), collage=kwargs.pop("collage", None))
             return pipe.to(dtype) if dtype is not None else pipe
         importlib.import_module(_LIBRARY)        # the module model_index.json names must be in sys.modules
         return load_or_explain(super().from_pretrained, str(name), what="AnyDoor pipeline",
@@ -288,7 +288,8 @@ class AnyDoorPipeline(DiffusionPipeline):
         key = tuple(id(getattr(self, n)) for n in ("vae", "unet", "detail", "id_extractor", "scheduler"))
         view = self.__dict__.get("_view")
         if view is None or self.__dict__.get("_view_key") != key:
-            settings = AnyDoorSettings(image_size=self.config.image_size, hint_concat=self.config.hint_concat)
+            settings = AnyDoorSettings(image_size=self.config.image_size, hint_concat=self.config.hint_concat,
+                                       collage=self.config.collage)
             view = _PipelineModel(self.vae, self.unet, self.detail, self.id_extractor, self.scheduler, settings)
             self.__dict__["_view"], self.__dict__["_view_key"] = view, key
         return view

@@ -173,7 +173,8 @@ def build_model(cfg):
     m = cfg.model
     switches = dict(token_mode=cfg.id.token_mode, detail_enabled=cfg.detail.enabled,
                     sees_latent=cfg.detail.sees_latent, detach_encoder_context=m.detach_encoder_context,
-                    hint_concat=m.hint_concat, timestep_mode=cfg.timesteps.mode, uniform_prob=cfg.timesteps.uniform_prob)
+                    hint_concat=m.hint_concat, timestep_mode=cfg.timesteps.mode, uniform_prob=cfg.timesteps.uniform_prob,
+                    collage=cfg.detail.collage)
     if m.preset == "sd21":
         return AnyDoor.sd21(sd=m.sd, dinov2=m.dinov2, image_size=m.image_size, reference_size=m.reference_size,
                             seed=cfg.seed, **switches)

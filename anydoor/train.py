@@ -17,9 +17,9 @@ from .config import TrainConfig, compose, register_configs, validate_config
 from .timesteps import DATA_KINDS, sample_timesteps
 
 # %% auto #0
-__all__ = ['ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'wandb_mode',
-           'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'model_config', 'LossModule',
-           'train', 'format_summary', 'main']
+__all__ = ['RUN_CLAIM', 'ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
+           'wandb_mode', 'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'model_config',
+           'LossModule', 'claim_run_dir', 'rewind_run_dir', 'train', 'format_summary', 'main']
 
 # %% ../nbs/14_train.ipynb #90cafa0d
 class ResumableSampler(torch.utils.data.Sampler):
@@ -247,7 +247,37 @@ def _resolve_run_dir(cfg) -> Path:
         if ckpt is None: raise FileNotFoundError(f"`resume`: no complete checkpoint under {cfg.resume}")
         return ckpt.parent.parent      # continue in the resumed run's folder
     if cfg.run_dir: return Path(cfg.run_dir)
-    return Path("runs") / time.strftime("%Y-%m-%d/%H-%M-%S") / cfg.name
+    stamp = time.strftime("%H-%M-%S") + f"-{time.time_ns() // 1000 % 10**6:06d}"   # as train.yaml's hydra.run.dir
+    return Path("runs") / time.strftime("%Y-%m-%d") / f"{stamp}_{cfg.name}"
+
+RUN_CLAIM = "run.claim"   # created atomically by the run that owns a folder; a second fresh run there is refused
+
+def claim_run_dir(run_dir: Path) -> Path:
+    "Make `run_dir` this run's own: refuse a folder that another run already owns (resume continues one instead)."
+    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    try: fd = os.open(run_dir / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise FileExistsError(f"`run_dir` {str(run_dir)!r} already holds a run: pass resume={run_dir} to continue it, "
+                              f"or choose another run_dir (two runs in one folder would mix their logs)") from None
+    with os.fdopen(fd, "w") as f: f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}))
+    return run_dir
+
+def rewind_run_dir(run_dir: Path, step: int) -> None:
+    "Before resuming at `step`: drop the log rows of steps that will be re-done, and half-written checkpoints."
+    log = Path(run_dir) / "metrics.jsonl"
+    if log.exists():
+        rows = [l for l in log.read_text().splitlines() if l.strip()]
+        keep = [l for l in rows if json.loads(l).get("step", 0) <= step]
+        _write_atomic_text(log, "".join(l + "\n" for l in keep))
+    ckpts = Path(run_dir) / "checkpoints"
+    for tmp in (ckpts.glob(".tmp_step_*") if ckpts.exists() else []): shutil.rmtree(tmp, ignore_errors=True)
+
+def _last_logged_loss(run_dir: Path) -> float | None:
+    "The last training loss in `metrics.jsonl` (a resumed run that has no step left to do reports it)."
+    log = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
+    losses = [r["loss"] for r in rows if "loss" in r]
+    return losses[-1] if losses else None
 
 def train(cfg) -> dict:
     "Fine-tune AnyDoor as `cfg` describes; returns the summary that is also written to summary.json."
@@ -264,6 +294,7 @@ def train(cfg) -> dict:
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     run_dir = _resolve_run_dir(cfg)
+    if main and not cfg.resume: claim_run_dir(run_dir)
     if main: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     set_seed(cfg.seed + rank)
 
@@ -278,6 +309,7 @@ def train(cfg) -> dict:
         ckpt = latest_checkpoint(cfg.resume)
         state = load_checkpoint(ckpt, model, optimizer)
         step = state["step"]
+        if main: rewind_run_dir(run_dir, step)
         _set_rng_state(state["rng"][rank], generator)
         accelerator.print(f"resumed from {ckpt} at step {step}")
     dataset = build_dataset(cfg, model, "train")
@@ -351,7 +383,7 @@ def train(cfg) -> dict:
             checkpoint()
 
     # 3. Save, evaluate, summarise
-    summary = {"step": step, "loss": last.get("loss", float("nan")), "run_dir": str(run_dir), "name": cfg.name,
+    summary = {"step": step, "loss": last.get("loss", _last_logged_loss(run_dir)), "run_dir": str(run_dir), "name": cfg.name,
                "seed": cfg.seed}
     if main:
         model.eval()
@@ -417,6 +449,12 @@ def _evaluate_and_log(model, cfg, logger, step, prefix: str = "eval") -> dict:
     return metrics
 
 # %% ../nbs/14_train.ipynb #226cc7bd
+def _remove_if_only_hydra(folder: Path):
+    "Remove a folder that holds nothing but Hydra's `.hydra/` and job log (and its parent, if that is left empty)."
+    if folder.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.parent.is_dir() and not any(folder.parent.iterdir()): folder.parent.rmdir()
+
 def main():
     "Entry point of `python -m anydoor.train` (a Hydra app)."
     import hydra
@@ -426,7 +464,11 @@ def main():
 
     @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
     def _app(cfg: DictConfig):
-        cfg.run_dir = cfg.run_dir or HydraConfig.get().runtime.output_dir
+        hydra_dir = Path(HydraConfig.get().runtime.output_dir)
+        if cfg.resume:            # the run continues in its own folder: Hydra's fresh one holds only its logs
+            try: return train(cfg)
+            finally: _remove_if_only_hydra(hydra_dir)
+        cfg.run_dir = cfg.run_dir or str(hydra_dir)
         return train(cfg)
     _app()
 

@@ -65,8 +65,11 @@ def test_killed_mid_checkpoint_resumes(tmp_path):
     assert p.returncode == 9, p.stderr[-2000:]
     assert latest_checkpoint(run).name == "step_000002"          # the half-written step 4 is not taken
     assert any(p.name.startswith(".tmp_step_000004") for p in (run / "checkpoints").iterdir())
+    assert [json.loads(l)["step"] for l in open(run / "metrics.jsonl")] == [1, 2, 3, 4]   # steps 3, 4 are re-done
     summary = train(compose(FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"resume={run}"]))
     assert summary["step"] == 6 and latest_checkpoint(run).name == "step_000006"
+    assert [json.loads(l)["step"] for l in open(run / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]  # one row per step
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp_")]
     train(compose(FAST + ["trainer.checkpoint_every=2", "trainer.max_steps=6", f"run_dir={tmp_path / 'ref'}"]))
     assert losses(run)[-4:] == pytest.approx(losses(tmp_path / "ref")[-4:], abs=1e-6)
 
@@ -127,3 +130,46 @@ def test_accelerate_two_cpu_processes_train_and_save_once(tmp_path):
     assert len(open(tmp_path / "metrics.jsonl").readlines()) == 2     # one writer, steps 1 and 2
     state = torch.load(ckpts[0] / "training_state.pt", weights_only=False)
     assert len(state["rng"]) == 2                                     # both processes' random states
+
+
+def test_a_folder_holds_one_run(tmp_path):
+    "A second fresh run in a run's folder is refused (resume continues it); a finished run resumes to valid JSON."
+    args = FAST + ["trainer.max_steps=2", "trainer.checkpoint_every=2"]
+    first = train(compose(args + [f"run_dir={tmp_path}"]))
+    wandb_free = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(FileExistsError, match="already holds a run: pass resume="):
+        train(compose(args + [f"run_dir={tmp_path}"]))
+    assert (tmp_path / "metrics.jsonl").read_text() == wandb_free          # nothing appended by the refused run
+    again = train(compose(args + [f"resume={tmp_path}"]))                   # nothing left to do
+    text = (tmp_path / "summary.json").read_text()
+    assert again["step"] == 2 and again["loss"] == first["loss"]
+    assert "NaN" not in text and json.loads(text)["loss"] == first["loss"]
+
+
+def _cli(cwd, *args):
+    env = dict(os.environ, WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", "anydoor.train", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_sweep_jobs_and_same_second_runs_get_their_own_folders(tmp_path):
+    "`-m trainer.lr=a,b` (same name, same seed) is two folders, two logs, two W&B runs; so are two runs started together."
+    args = [*FAST, "logger=wandb", "trainer.max_steps=1", "trainer.checkpoint_every=1"]
+    res = _cli(tmp_path, "-m", *args, "trainer.lr=1e-4,3e-4", "hydra.sweep.dir=sweep")
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p.parent for p in (tmp_path / "sweep").rglob("summary.json"))
+    assert len(jobs) == 2, jobs
+    assert [len(open(j / "metrics.jsonl").readlines()) for j in jobs] == [1, 1]
+    assert {"0.0001", "0.0003"} == {j.joinpath("config.yaml").read_text().split("lr: ")[1].split()[0] for j in jobs}
+    ids = [(j / "wandb_id.txt").read_text() for j in jobs]
+    assert len(set(ids)) == 2
+    procs = [subprocess.Popen([sys.executable, "-m", "anydoor.train", *FAST, "trainer.max_steps=1", "trainer.checkpoint_every=1"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+    runs = [p.parent for p in (tmp_path / "runs").rglob("summary.json")]
+    assert len(runs) == 2 and all(len(open(r / "metrics.jsonl").readlines()) == 1 for r in runs)
+    # resuming leaves no empty Hydra folder behind
+    before = {p for p in (tmp_path / "runs").rglob("*") if p.is_dir()}
+    res = _cli(tmp_path, *FAST, f"resume={runs[0]}", "trainer.max_steps=2", "trainer.checkpoint_every=1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert {p for p in (tmp_path / "runs").rglob("*") if p.is_dir()} - before == {runs[0] / "checkpoints" / "step_000002"}

@@ -71,6 +71,15 @@ def image_to_tensor(image,              # PIL image, numpy (H,W,3|4) or tensor (
         return check_tensor(image.float(), name, ndim=(3, 4), channels=3, value_range=(0, 1))
     raise TypeError(f"`{name}` must be a PIL.Image, numpy array or torch.Tensor, got {type(image).__name__}")
 
+def _uint8_mask(m, name: str):
+    "A uint8 mask (numpy or torch) as booleans: {0,1} (pycocotools, the released code) or {0,255}/soft 0..255."
+    size = m.numel() if isinstance(m, torch.Tensor) else m.size
+    top = int(m.max()) if size else 0
+    if top <= 1: return m > 0                       # a 0/1 mask
+    if top >= 128: return m > 127                   # a 0/255 mask, or an anti-aliased one
+    raise ValueError(f"`{name}` is a uint8 mask with values up to {top}: expected 0/1 or 0/255 "
+                     f"(a label map? pass `labels == k`)")
+
 def mask_to_tensor(mask,               # PIL image, numpy (H,W) or tensor (H,W)/(1,H,W)/(B,1,H,W)
                    name: str = "mask",  # argument name for error messages
                   ) -> torch.Tensor:
@@ -82,14 +91,14 @@ def mask_to_tensor(mask,               # PIL image, numpy (H,W) or tensor (H,W)/
         if mask.ndim != 2:
             raise ValueError(f"`{name}` as a numpy array must have shape (H, W), got {mask.shape}")
         if mask.dtype == np.bool_: t = torch.from_numpy(mask).float()
-        elif mask.dtype == np.uint8: t = torch.from_numpy(mask > 127).float()
+        elif mask.dtype == np.uint8: t = torch.from_numpy(_uint8_mask(mask, name)).float()
         elif np.issubdtype(mask.dtype, np.number): t = torch.from_numpy((mask > 0.5).astype(np.float32))
         else: raise TypeError(f"`{name}` as a numpy array must be bool, uint8 or float, got dtype {mask.dtype}")
         return t[None]
     if isinstance(mask, torch.Tensor):
         if mask.ndim == 2: mask = mask[None]
         if mask.dtype == torch.bool: mask = mask.float()
-        elif mask.dtype == torch.uint8: mask = (mask > 127).float()
+        elif mask.dtype == torch.uint8: mask = _uint8_mask(mask, name).float()
         check_tensor(mask, name, ndim=(3, 4), channels=1)
         return (mask > 0.5).float()
     raise TypeError(f"`{name}` must be a PIL.Image, numpy array or torch.Tensor, got {type(mask).__name__}")

@@ -74,3 +74,19 @@ def test_same_size_and_check_tensor():
     with pytest.raises(ValueError, match="`reference` and `reference_mask`"):
         check_same_size(torch.zeros(3, 4, 4), torch.zeros(1, 4, 5), "reference", "reference_mask")
     with pytest.raises(TypeError, match="floating-point"): check_tensor(torch.zeros(3, dtype=torch.long), "t")
+
+
+def test_uint8_masks_of_0_1_and_0_255_agree():
+    "pycocotools' annToMask and the released code give 0/1 uint8 masks; PNG masks are 0/255 (or anti-aliased)."
+    from PIL import Image
+    from anydoor.core import mask_to_tensor
+    ones = np.zeros((6, 6), np.uint8); ones[1:4, 2:5] = 1
+    expected = torch.from_numpy(ones.astype(np.float32))[None]
+    for m in (ones, ones * 255, torch.from_numpy(ones), torch.from_numpy(ones * 255), Image.fromarray(ones),
+              Image.fromarray(ones * 255)):
+        assert torch.equal(mask_to_tensor(m), expected)
+    soft = ones * 200; soft[0, 0] = 60                   # anti-aliased edge below half: outside
+    assert torch.equal(mask_to_tensor(soft), expected)
+    for labels in (ones * 3, torch.from_numpy(ones * 100)):
+        with pytest.raises(ValueError, match="uint8 mask with values up to .*expected 0/1 or 0/255"):
+            mask_to_tensor(labels, "scene_mask")

@@ -104,7 +104,7 @@ def load_checkpoint(ckpt: Path, model, optimizer=None) -> dict:
         raise ValueError(f"checkpoint {ckpt} does not match this model's trainable weights "
                          f"(missing e.g. {missing}, unexpected e.g. {extra}): was it made with another config?")
     model.load_state_dict(weights, strict=False)
-    state = torch.load(ckpt / "training_state.pt", weights_only=False)
+    state = torch.load(ckpt / "training_state.pt", weights_only=True)   # tensors and numbers only: no pickled code runs
     if optimizer is not None: optimizer.load_state_dict(state["optimizer"])
     return state
 
@@ -234,11 +234,16 @@ class LossModule(torch.nn.Module):
 
 # %% ../nbs/14_train.ipynb #773b1f27
 def _rng_state(generator):
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "generator": generator.get_state()}
+    "Every random state a step depends on, as tensors and numbers only (so resume can load it with weights_only=True)."
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                                                      float(cached)],
+            "python": random.getstate(), "generator": generator.get_state()}
 
 def _set_rng_state(state, generator):
-    torch.set_rng_state(state["torch"]); np.random.set_state(state["numpy"]); random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    torch.set_rng_state(state["torch"]); random.setstate(state["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     generator.set_state(state["generator"])
 
 def _resolve_run_dir(cfg) -> Path:

@@ -192,3 +192,19 @@ def test_bad_inputs(original, released, tmp_path):
         load_state_dict_file(tmp_path / "list.pt")
     with pytest.raises(TypeError, match="`model` must be an AnyDoor"):
         to_released_layout(original.unet)
+
+
+class _Payload:
+    "A harmless stand-in for a malicious pickle: unpickling it would create a file."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self):
+        from pathlib import Path
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_malicious_checkpoint_does_not_execute(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(marker)}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        load_state_dict_file(tmp_path / "evil.ckpt")
+    assert not marker.exists()

@@ -173,3 +173,22 @@ def test_sweep_jobs_and_same_second_runs_get_their_own_folders(tmp_path):
     res = _cli(tmp_path, *FAST, f"resume={runs[0]}", "trainer.max_steps=2", "trainer.checkpoint_every=1")
     assert res.returncode == 0, res.stderr[-3000:]
     assert {p for p in (tmp_path / "runs").rglob("*") if p.is_dir()} - before == {runs[0] / "checkpoints" / "step_000002"}
+
+
+class _Payload:
+    "A harmless stand-in for a malicious pickle: unpickling it would create a file."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self): return (Path.touch, (Path(self.path),))
+
+
+def test_resume_never_runs_a_pickle(tmp_path):
+    run = tmp_path / "run"
+    train(compose(FAST + ["trainer.max_steps=2", "trainer.checkpoint_every=2", f"run_dir={run}"]))
+    state = latest_checkpoint(run) / "training_state.pt"
+    good = torch.load(state, weights_only=True)                                  # what resume reads loads safely
+    assert good["step"] == 2
+    marker = tmp_path / "pwned"
+    torch.save({"step": 2, "optimizer": good["optimizer"], "rng": _Payload(marker)}, state)
+    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
+        train(compose(FAST + ["trainer.max_steps=4", "trainer.checkpoint_every=2", f"resume={run}"]))
+    assert not marker.exists()

@@ -131,11 +131,24 @@ _CHOICES = {
     ("detail", "collage"): ("hifreq", "raw", "none"), ("timesteps", "mode"): ("adaptive", "uniform"),
     ("logger", "name"): ("wandb", "none"), ("logger", "mode"): ("auto", "offline", "online", "disabled"),
     ("trainer", "mixed_precision"): ("no", "fp16", "bf16"),
-    ("data", "name"): ("toy", "video", "coco", "multiview", "mix"),
+    ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "mix"),
 }
 
+def _numbers(node, prefix=""):
+    "(dotted key, value) for every number in a config tree."
+    items = node.items() if isinstance(node, (dict, DictConfig)) else enumerate(node) if isinstance(node, (list, tuple)) \
+        or OmegaConf.is_list(node) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, (dict, list, tuple)) or OmegaConf.is_config(v): yield from _numbers(v, key)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool): yield key, v
+
 def validate_config(cfg) -> None:
-    "Check the values that a type alone cannot (choices and ranges); raise ValueError naming the key."
+    "Check the values that a type alone cannot (choices, ranges, finiteness, sizes); raise ValueError naming the key."
+    import math
+    for key, v in _numbers(cfg):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"`{key}` must be a finite number, got {v}")
     for (group, key), allowed in _CHOICES.items():
         v = cfg[group][key]
         if v not in allowed:
@@ -151,6 +164,24 @@ def validate_config(cfg) -> None:
     for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
         if t[key] < 1: raise ValueError(f"`trainer.{key}` must be >= 1, got {t[key]}")
     if not t.lr > 0: raise ValueError(f"`trainer.lr` must be > 0, got {t.lr}")
+    if t.grad_clip < 0: raise ValueError(f"`trainer.grad_clip` must be >= 0 (0 switches clipping off), got {t.grad_clip}")
+    if t.keep_checkpoints < 0:
+        raise ValueError(f"`trainer.keep_checkpoints` must be >= 0 (0 keeps every one), got {t.keep_checkpoints}")
+    if t.weight_decay < 0: raise ValueError(f"`trainer.weight_decay` must be >= 0, got {t.weight_decay}")
+    for key in ("sample_every", "num_threads"):
+        if t[key] < 0: raise ValueError(f"`trainer.{key}` must be >= 0, got {t[key]}")
+    if not 0 <= cfg.seed < 2**32 - 1024:   # numpy seeds below 2**32; each process adds its rank
+        raise ValueError(f"`seed` must be in [0, {2**32 - 1024}), got {cfg.seed}")
+    m = cfg.model
+    if m.preset == "tiny" and m.pretrained not in ("shipped", "random") and not Path(str(m.pretrained)).expanduser().is_dir():
+        raise ValueError(f"`model.pretrained` must be 'shipped', 'random' or a folder written by `python -m anydoor.pretrain`, "
+                         f"got {m.pretrained!r} (no such folder)")
+    step, patch = (64, 14) if m.preset == "sd21" else (8, None)   # VAE x UNet downsampling; DINOv2's patch
+    if m.image_size < step or m.image_size % step:
+        raise ValueError(f"`model.image_size` must be a positive multiple of {step} for the {m.preset} preset, got {m.image_size}")
+    patch = patch or max(4, m.reference_size // 8)                # the toy encoders' patch (id_extractor.tiny_patch_size)
+    if m.reference_size < patch or m.reference_size % patch:
+        raise ValueError(f"`model.reference_size` must be a positive multiple of the encoder's patch {patch}, got {m.reference_size}")
     for group in ("id", "detail"):
         if not cfg[group].lr_multiplier > 0:
             raise ValueError(f"`{group}.lr_multiplier` must be > 0, got {cfg[group].lr_multiplier}")
@@ -163,6 +194,8 @@ def validate_config(cfg) -> None:
     if cfg.eval.num_identities > 64:     # the toy world holds 64 held-out identities; more would leak training ones
         raise ValueError(f"`eval.num_identities` must be <= 64 (the toy world's held-out split), got {cfg.eval.num_identities}")
     if not len(cfg.eval.seeds): raise ValueError("`eval.seeds` must list at least one sampling seed, got []")
+    for key in ("guidance_scale", "control_scale"):
+        if cfg.eval[key] < 0: raise ValueError(f"`eval.{key}` must be >= 0, got {cfg.eval[key]}")
 
 def compose(overrides: list = (),        # command-line style overrides, e.g. ["trainer.max_steps=5"]
             config_name: str = "train",

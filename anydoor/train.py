@@ -291,6 +291,8 @@ def train(cfg) -> dict:
     if not isinstance(cfg, DictConfig): cfg = OmegaConf.structured(cfg)
     validate_config(cfg)
     tc = cfg.trainer
+    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("`trainer.mixed_precision` 'fp16' needs a CUDA GPU (no GradScaler on the CPU): use 'bf16' or 'no' here")
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     # With no accelerator on the machine, say so: accelerate then runs several processes on the CPU (gloo)
     no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
@@ -392,6 +394,10 @@ def train(cfg) -> dict:
                "seed": cfg.seed}
     if main:
         model.eval()
+        bad = [n for n, p in model.named_trainable_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"{len(bad)} trained weights hold non-finite values (e.g. {bad[:3]}): the model is not "
+                                     f"saved. Lower `trainer.lr` or keep `trainer.grad_clip` > 0; checkpoints: {ckpt_root}")
         model.save_pretrained(run_dir / "model")
         if cfg.eval.enabled:
             summary.update(_evaluate_and_log(model, cfg, logger, step))

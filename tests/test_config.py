@@ -43,3 +43,30 @@ def test_main_is_the_recipe_trained_longer_and_evaluated_before():
     # all 64 held-out identities, one sampling seed each way (the 15-minute budget); the ablation rows keep 3 seeds
     assert cfg.eval.num_identities == 64 and list(cfg.eval.seeds) == [0]
     assert list(compose(["experiment=abl_full"]).eval.seeds) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.lr=inf", "`trainer.lr` must be a finite number, got inf"),
+    ("trainer.lr=nan", "`trainer.lr` must be a finite number"),
+    ("eval.guidance_scale=inf", "`eval.guidance_scale` must be a finite number"),
+    ("trainer.grad_clip=-1", "`trainer.grad_clip` must be >= 0"),
+    ("trainer.keep_checkpoints=-1", "`trainer.keep_checkpoints` must be >= 0"),
+    ("model.image_size=36", "`model.image_size` must be a positive multiple of 8 for the tiny preset, got 36"),
+    ("model.reference_size=70", "`model.reference_size` must be a positive multiple of the encoder's patch 8"),
+    ("eval.guidance_scale=-5", "`eval.guidance_scale` must be >= 0, got -5.0"),
+    ("eval.control_scale=-1", "`eval.control_scale` must be >= 0"),
+    ("seed=-1", "`seed` must be in [0,"),
+    ("seed=4294967296", "`seed` must be in [0,"),
+    ("model.pretrained=/no/such/folder", "`model.pretrained` must be 'shipped', 'random' or a folder"),
+])
+def test_the_whole_config_is_checked_before_the_first_step(override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        compose([override])
+
+
+def test_config_defaults_agree_and_lvis_is_a_data_set():
+    from anydoor.config import ModelConfig
+    assert compose([]).model.pretrained == ModelConfig().pretrained == "shipped"
+    assert compose(["data.name=lvis"]).data.name == "lvis"
+    mix = compose(["data=mix"]).data.sources
+    assert abs(sum(s.weight for s in mix) - 1.0) < 1e-9 and len(mix) == 4

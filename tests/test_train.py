@@ -192,3 +192,13 @@ def test_resume_never_runs_a_pickle(tmp_path):
     with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
         train(compose(FAST + ["trainer.max_steps=4", "trainer.checkpoint_every=2", f"resume={run}"]))
     assert not marker.exists()
+
+
+def test_fp16_on_cpu_and_diverged_weights_are_refused(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
+            train(compose(FAST + ["trainer.mixed_precision=fp16", "trainer.max_steps=1", f"run_dir={tmp_path / 'fp16'}"]))
+    with pytest.raises(FloatingPointError, match="non-finite"):                 # a finite but absurd learning rate
+        train(compose(FAST + ["trainer.lr=1e30", "trainer.grad_clip=0", "trainer.max_steps=4", "trainer.checkpoint_every=4",
+                              f"run_dir={tmp_path / 'lr'}"]))
+    assert not (tmp_path / "lr" / "model").exists()

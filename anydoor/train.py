@@ -4,7 +4,7 @@
 
 # %% ../nbs/14_train.ipynb #c6998c0f
 from __future__ import annotations
-import json, math, os, random, shutil, sys, time, uuid
+import json, math, os, pickle, random, shutil, sys, time, uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -94,7 +94,9 @@ def latest_checkpoint(path) -> Path | None:
     done = sorted(p for p in root.glob("step_*") if (p / "training_state.pt").exists())
     return done[-1] if done else None
 
-def load_checkpoint(ckpt: Path, model, optimizer=None) -> dict:
+def load_checkpoint(ckpt: Path, model, optimizer=None,
+                    trust_pickle: bool = False, # True: also read pickled objects (checkpoints of anydoor before 2026-12-06)
+                   ) -> dict:
     "Load trainable weights (and optimizer state) from a checkpoint folder; return its state dict."
     ckpt = Path(ckpt)
     weights = load_file(str(ckpt / "trainable.safetensors"))
@@ -104,7 +106,11 @@ def load_checkpoint(ckpt: Path, model, optimizer=None) -> dict:
         raise ValueError(f"checkpoint {ckpt} does not match this model's trainable weights "
                          f"(missing e.g. {missing}, unexpected e.g. {extra}): was it made with another config?")
     model.load_state_dict(weights, strict=False)
-    state = torch.load(ckpt / "training_state.pt", weights_only=True)   # tensors and numbers only: no pickled code runs
+    try: state = torch.load(ckpt / "training_state.pt", weights_only=not trust_pickle)  # tensors and numbers: no code runs
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{ckpt / 'training_state.pt'} holds pickled objects that a safe load refuses ({str(e).splitlines()[0]}). "
+                         "Checkpoints written before 2026-12-06 stored numpy random states this way: if you wrote this one, "
+                         "load it with load_checkpoint(..., trust_pickle=True); never for a file from someone else") from None
     if optimizer is not None: optimizer.load_state_dict(state["optimizer"])
     return state
 

@@ -5,6 +5,7 @@
 # %% ../nbs/17_cli.ipynb #4cd4a63c
 from __future__ import annotations
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def _non_negative(text):
     if not v >= 0: raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return v
 
+def _seed(text):
+    try: v = int(text)
+    except ValueError: raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64), got {text!r}")
+    if not 0 <= v < 2**64: raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64), got {text!r}")
+    return v
+
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `anydoor-insert`."
     ap = argparse.ArgumentParser(prog="anydoor-insert", description="Insert an object (reference image + mask) into "
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default 50; 20 with tiny weights)")
     ap.add_argument("--guidance", type=_non_negative, default=5.0, help="classifier-free guidance scale (default 5.0)")
     ap.add_argument("--control-scale", type=_non_negative, default=1.0, help="detail strength (default 1.0)")
-    ap.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    ap.add_argument("--seed", type=_seed, default=0, help="random seed in [0, 2**64) (default 0)")
     ap.add_argument("--blend", type=_non_negative, default=0.0, help="feather the paste-back over N pixels (default 0)")
     ap.add_argument("--shape-control", action="store_true", help="use --scene-mask as the object's shape")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -88,15 +95,41 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace):
     if a.box is None and a.scene_mask is None: ap.error("give --box x0,y0,x1,y1 (or --scene-mask) to say where the object goes")
     if a.shape_control and a.scene_mask is None: ap.error("--shape-control needs --scene-mask (the shape)")
     out = Path(a.out).expanduser()
+    if out.is_dir(): ap.error(f"--out names a folder, {a.out!r}: give a file name such as {str(out / 'result.png')!r}")
     if out.suffix.lower() not in _IMAGE_SUFFIXES:
         ap.error(f"--out must end in one of {', '.join(_IMAGE_SUFFIXES)}, got {a.out!r}")
     if not out.parent.is_dir(): ap.error(f"--out: the folder {str(out.parent)!r} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        ap.error(f"--out: cannot write {a.out!r} (no permission)")
     if a.model is not None and a.tiny_random: ap.error("give --model or --tiny-random, not both")
+    if a.model is not None and _looks_like_path(a.model) and not Path(a.model).expanduser().exists():
+        ap.error(f"--model: no such folder {a.model!r} (give a folder written by AnyDoorPipeline.save_pretrained or "
+                 f"anydoor-convert, a training run's model/ folder, or a hub id such as owner/name)")
+    if a.device is not None: _check_device(ap, a.device)
+
+def _looks_like_path(text: str) -> bool:
+    "A hub id is `owner/name`; anything absolute, relative-dotted, home-based or deeper is a path."
+    return text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1 or Path(text).expanduser().exists()
+
+def _check_device(ap, device: str):
+    "--device must parse and exist on this machine (exit 2 otherwise, not an assertion deep in torch)."
+    import torch
+    try: d = torch.device(device)
+    except (RuntimeError, ValueError): ap.error(f"--device: not a device name, got {device!r} (cpu, cuda, cuda:1, mps)")
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            ap.error(f"--device {device}: this torch build or machine has no CUDA GPU (torch {torch.__version__}); use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            ap.error(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif d.type == "mps" and not torch.backends.mps.is_available(): ap.error(f"--device {device}: MPS is not available here")
+    elif d.type not in ("cpu", "cuda", "mps"): ap.error(f"--device: expected cpu, cuda[:N] or mps, got {device!r}")
 
 def _load_images(a):
     "Open every image argument (errors name the flag)."
     def load(p, flag):
         try: img = Image.open(Path(p).expanduser()); img.load(); return img
+        except Image.DecompressionBombError as e:       # not an OSError: a header claiming a gigantic image
+            raise ValueError(f"{flag}: {p!r} claims a size beyond PIL's decompression-bomb limit ({e})") from e
         except OSError as e: raise ValueError(f"{flag}: cannot read {p!r} as an image ({e})") from e
     refs = [load(p, "--reference") for p in a.reference]
     rmasks = [load(p, "--reference-mask") for p in a.reference_mask] if a.reference_mask else [None] * len(refs)
@@ -147,7 +180,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError) as e:   # bad values found by the pipeline, unreadable files, no model
         print(f"anydoor-insert: error: {e}", file=sys.stderr)
         return 2
-    out.save(Path(a.out).expanduser())
+    try: out.save(Path(a.out).expanduser())
+    except (OSError, ValueError) as e:
+        print(f"anydoor-insert: error: --out: cannot write {a.out!r} ({e})", file=sys.stderr)
+        return 2
     print(f"wrote {a.out} ({out.width}x{out.height}, {steps} steps)")
     return 0
 

@@ -139,7 +139,7 @@ def _read_rgb(path: Path, what: str = "image") -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.array(im.convert("RGB"))                 # a writable copy
-    except (OSError, ValueError, SyntaxError) as e:          # truncated, not an image, bad header
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:          # truncated, not an image, bad header
         raise Skip(f"corrupt_{what}", f"{path}: {e}")
 
 def _read_index_png(path: Path) -> np.ndarray:
@@ -150,7 +150,7 @@ def _read_index_png(path: Path) -> np.ndarray:
             if im.mode not in ("P", "L", "I", "I;16"):
                 raise Skip("bad_annotation", f"{path}: mode {im.mode}, expected a palette (P) PNG of instance ids")
             return np.asarray(im).astype(np.int32)
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise Skip("corrupt_annotation", f"{path}: {e}")
 
 # %% ../nbs/08_data.ipynb #6fb43aeb
@@ -952,7 +952,7 @@ def _read_mask_png(path: Path) -> np.ndarray:
             if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                 return np.asarray(im.convert("RGBA").getchannel("A")) > 128
             return np.asarray(im.convert("L")) > 127
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise Skip("corrupt_annotation", f"{path}: {e}")
 
 class MultiViewDataset(TeleportDataset):

@@ -44,6 +44,8 @@ def _open(x, name: str):
         p = Path(x).expanduser()
         if not p.is_file(): raise FileNotFoundError(f"`{name}`: no such image file {str(p)!r}")
         try: img = Image.open(p); img.load()
+        except Image.DecompressionBombError as e:       # not an OSError: a header claiming a gigantic image
+            raise ValueError(f"`{name}`: {str(p)!r} claims a size beyond PIL's decompression-bomb limit ({e})") from e
         except OSError as e: raise ValueError(f"`{name}`: cannot read {str(p)!r} as an image ({e})") from e
         return img
     return x

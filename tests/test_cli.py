@@ -35,7 +35,17 @@ def files(tmp_path_factory):
     sm[40:140, 120:220] = 255
     Image.fromarray(sm).save(d / "scene_mask.png")
     (d / "notes.txt").write_text("not an image")
+    (d / "bomb.png").write_bytes(bomb_png())
+    (d / "outdir.png").mkdir()
     return d
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    "A valid PNG header claiming side x side pixels (a decompression bomb as PIL sees it), with no real data."
+    import struct, zlib
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def run_cli(*args):
@@ -124,7 +134,15 @@ BAD = [
     (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--steps", "x"], "--steps: must be a positive"),
     (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--guidance", "-2"], "--guidance: must be"),
     (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--blend", "-1"], "--blend: must be"),
-    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--seed", "x"], "--seed: invalid int"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--seed", "x"], "--seed: must be an integer in [0, 2**64)"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--seed", str(2**70)],
+     "--seed: must be an integer in [0, 2**64)"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--device", "gpu0"], "--device: not a device name"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/bomb.png", "--box", BOX, "--tiny-random"],
+     "--scene: '{d}/bomb.png' claims a size beyond PIL's decompression-bomb limit"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--model", "/no/such/anydoor"],
+     "--model: no such folder '/no/such/anydoor'"),
+    (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "OUT:{d}/outdir.png"], "--out names a folder"),
     (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--dtype", "int8"], "--dtype: invalid choice"),
     (["--reference", "{d}/gift.png", "--scene", "{d}/coffee.jpg", "--box", BOX, "--tiny-random", "--model", "{d}/model"],
      "not both"),
@@ -151,7 +169,15 @@ def test_bad_arguments(files, args, msg, monkeypatch):
     args = [a for a in args if not a.startswith("OUT:")] + ["--out", out[0] if out else "{d}/x.png"]
     code, err = run_cli(*[a.format(d=files) for a in args])
     assert code == 2, err
-    assert msg in err, err[-500:]
+    assert msg.format(d=files) in err, err[-500:]
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error(files):
+    import torch
+    if torch.cuda.is_available(): pytest.skip("this machine has CUDA")
+    code, err = run_cli("--reference", files / "gift.png", "--scene", files / "coffee.jpg", "--box", BOX, "--tiny-random",
+                        "--device", "cuda", "--out", files / "x.png")
+    assert code == 2 and "--device cuda: this torch build or machine has no CUDA GPU" in err, err
 
 
 def test_missing_required_arguments():

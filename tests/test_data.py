@@ -400,3 +400,14 @@ def test_prepare_errors_are_counted(monkeypatch):
     monkeypatch.setattr(D, "make_sample", flaky)
     s = ds[3]
     assert s["skipped"] == {"prepare_failed": 1} and ds.stats["prepare_failed"] == 1
+
+
+def test_a_decompression_bomb_is_a_counted_skip(tmp_path):
+    "PIL's DecompressionBombError is not an OSError: the readers must still turn it into a skip, not a crash."
+    from tests.test_cli import bomb_png
+    from anydoor.data import Skip, _read_mask_png, _read_rgb
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    for read, reason in ((_read_rgb, "corrupt_image"), (_read_mask_png, "corrupt_annotation")):
+        with pytest.raises(Skip) as e:
+            read(tmp_path / "bomb.png")
+        assert e.value.reason == reason and "decompression" in e.value.detail.lower()

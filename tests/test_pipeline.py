@@ -389,3 +389,10 @@ def test_build_model_records_the_configured_collage():
     from anydoor.train import build_model
     cfg = compose(["experiment=abl_collage_raw", "model.pretrained=random", "logger=none"])
     assert build_model(cfg).settings.collage == "raw"
+
+
+def test_a_decompression_bomb_path_is_a_clear_error(pipe, gift, tmp_path):
+    from tests.test_cli import bomb_png
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    with pytest.raises(ValueError, match="`scene`: .*bomb.png' claims a size beyond PIL's decompression-bomb limit"):
+        pipe(gift, None, str(tmp_path / "bomb.png"), box=(0, 0, 10, 10), num_inference_steps=1)

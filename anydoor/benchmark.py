@@ -234,9 +234,17 @@ def inception_features(weights=None,         # local path of the Inception weigh
     return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                               feature_extractor_weights_path=str(path) if path.is_file() else None)
 
-def _uint8_batch(images: list, size: int) -> torch.Tensor:   # (N, 3, size, size) uint8
-    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)).copy())
-                        .permute(2, 0, 1) for im in images])
+def _uint8(im: Image.Image, size: int | None) -> torch.Tensor:   # (3, H, W) uint8, resized only if `size` is given
+    im = im.convert("RGB")
+    if size is not None: im = im.resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+
+def _uint8_batches(images: list, size: int | None, batch_size: int):
+    "uint8 `(n,3,H,W)` batches: at native size, images of one size together (the standard), or all resized to `size`."
+    groups = {}
+    for im in images: groups.setdefault(None if size else im.size, []).append(im)
+    for group in groups.values():
+        for i in range(0, len(group), batch_size): yield torch.stack([_uint8(im, size) for im in group[i:i + batch_size]])
 
 class _Precomputed(torch.nn.Module):
     "Identity 'feature network' for torchmetrics, fed features computed once for both FID and KID."
@@ -248,7 +256,7 @@ class _Precomputed(torch.nn.Module):
 def fid_kid(real: list,                  # PIL images (the scenes)
             fake: list,                  # PIL images (the composites)
             feature: torch.nn.Module,    # uint8 (N,3,H,W) -> (N,d)
-            image_size: int = 299,
+            image_size: int | None = None, # None (standard): native uint8 size, the Inception resizes as TF did
             batch_size: int = 32,
             kid_subsets: int = 100,
            ) -> dict:
@@ -258,8 +266,7 @@ def fid_kid(real: list,                  # PIL images (the scenes)
     if len(real) < 2 or len(fake) < 2: raise ValueError(f"FID/KID need at least 2 images per set, got {len(real)} and {len(fake)}")
     feats = {}
     for images, is_real in ((real, True), (fake, False)):               # one pass of the feature network
-        feats[is_real] = torch.cat([feature(_uint8_batch(images[i:i + batch_size], image_size)).double().cpu()
-                                    for i in range(0, len(images), batch_size)])
+        feats[is_real] = torch.cat([feature(b).double().cpu() for b in _uint8_batches(images, image_size, batch_size)])
     d = feats[True].shape[-1]
     same = _Precomputed(d)                                               # the metrics then see the features
     fid = FrechetInceptionDistance(feature=same, reset_real_features=False)

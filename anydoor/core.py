@@ -11,7 +11,6 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-import matplotlib.pyplot as plt
 
 # %% auto #0
 __all__ = ['check_tensor', 'image_to_tensor', 'mask_to_tensor', 'tensor_to_numpy', 'tensor_to_pil', 'check_same_size',
@@ -219,6 +218,7 @@ def show_images(images: Sequence,          # images or masks (PIL, numpy or (C,H
     n = len(images)
     ncols = ncols or n
     nrows = math.ceil(n / ncols)
+    import matplotlib.pyplot as plt   # here, not at import: inference never needs matplotlib
     fig, axs = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis("off")

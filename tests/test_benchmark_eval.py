@@ -190,3 +190,17 @@ def test_command_line(pipe, bench, evaluators, tmp_path, capsys):
                  "--clip", evaluators["clip"], "--dino", evaluators["dino"], "--no-fid", "--steps", "1",
                  "--limit", "2"]) == 0
     assert "| CLIP-I" in capsys.readouterr().out
+
+
+def test_fid_feeds_native_uint8_sizes_by_default():
+    "Standard FID: no resize before the Inception (it resizes like TensorFlow 1.x itself); images batched by size."
+    seen = []
+    class Recorder(TinyFeatures):
+        def forward(self, x):
+            seen.append((x.dtype, tuple(x.shape[-2:]))); return super().forward(x)
+    rng = np.random.default_rng(1)
+    real = [Image.fromarray(rng.integers(0, 255, (16 + 8 * (i % 2), 20, 3), dtype=np.uint8)) for i in range(4)]
+    fid_kid(real, real, Recorder())
+    assert {s for _, s in seen} == {(16, 20), (24, 20)} and {d for d, _ in seen} == {torch.uint8}
+    seen.clear(); fid_kid(real, real, Recorder(), image_size=32)
+    assert {s for _, s in seen} == {(32, 32)}

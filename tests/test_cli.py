@@ -199,7 +199,7 @@ def test_shipped_trained_weights_are_the_default(files):
     assert shipped is not None and (shipped / "model_index.json").is_file()
     record = json.loads((Path(anydoor.__file__).parent / "weights" / "anydoor-tiny.json").read_text())
     assert record["step"] > 0 and record["identity_top1"] > record["identity_chance"]
-    # issue 5's bar for the main job, on the record's held-out evaluation: 3x chance, and better than before fine-tuning
+    # the main job's bar, on the record's held-out evaluation: 3x chance, and better than before fine-tuning
     assert record["identity_top1"] >= 3 * record["identity_chance"], record["identity_top1"]
     assert record["identity_top1"] > record["before_identity_top1"] and record["psnr_box"] > record["before_psnr_box"]
     code, err = run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg",

@@ -56,7 +56,7 @@ def test_scores_check_their_inputs():
 
 
 def test_shipped_judge_meets_its_bar():
-    "The shipped judge's validation on held-out ground truth at S = 64: issue 14's bar, and blind to hue."
+    "The shipped judge's validation on held-out ground truth at S = 64: the bar it was built to, and blind to hue."
     log = json.loads((shipped_weights_dir() / JUDGE_FOLDER / JUDGE_LOG).read_text())
     v = log["validation"]["64"]
     plain, hue = v["plain"], v["hue_rotated"]

@@ -1,4 +1,4 @@
-"""The toy foundation models (anydoor.pretrain, issue 4): the shipped folders are what the command
+"""The toy foundation models (anydoor.pretrain): the shipped folders are what the command
 writes (file names, formats, configs), they load through the tiny preset offline in seconds, and
 the command and the path helper fail clearly on bad input."""
 import json, os, subprocess, sys, time

@@ -220,6 +220,7 @@ class AnyDoor(nn.Module):
                       id_tokens: torch.Tensor,       # (B, T, D) from `id_extractor` (or its uncond_tokens)
                       hint: torch.Tensor,            # (B, 4, S, S) collage + mask in [-1, 1]
                       control_scale: float = 1.0,    # detail strength (SPEC §9: 1.0; 0 skips the branch)
+                      residuals: tuple | None = None, # (down, mid) of `detail_residuals`, computed ahead (released branch)
                      ) -> torch.Tensor:              # (B, C, h, w) the UNet's prediction (ε for ε-prediction)
         "One evaluation of the conditioned UNet: what a sampler calls at every step."
         check_tensor(x_t, "x_t", ndim=4, channels=self.latent_channels)
@@ -232,10 +233,36 @@ class AnyDoor(nn.Module):
         hint = hint.to(x_t.dtype)   # not self.dtype: diffusers scans every parameter for it, each step
         x_in = torch.cat([x_t, self.hint_to_latent_size(hint)], 1) if self.settings.hint_concat else x_t
         down = mid = None
-        if self.detail is not None and control_scale != 0:
+        if residuals is not None: down, mid = residuals
+        elif self.detail is not None and control_scale != 0:
             down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale))
         return injected_unet_forward(self.unet, x_in, t, id_tokens, down, mid,
                                      detach_encoder_context=self.settings.detach_encoder_context)
+
+    def detail_residuals(self,
+                         timesteps,                    # (K,) the sampler's timesteps
+                         id_tokens: torch.Tensor,      # (B, T, D)
+                         hint: torch.Tensor,           # (B, 4, S, S)
+                         control_scale: float = 1.0,
+                         max_batch: int = 64,          # samples per detail forward (memory bound)
+                        ) -> list | None:              # K x (down, mid), each (B, ...); None when they cannot be precomputed
+        "The released detail branch never sees x_t: its residuals for every timestep, in a few large batched forwards."
+        if self.detail is None or control_scale == 0 or self.detail.config.sees_latent: return None
+        ts = torch.as_tensor(timesteps).flatten().to(hint.device)
+        K, B = len(ts), hint.shape[0]
+        h = self.latent_size
+        C_in = self.detail.config.in_channels
+        per = max(1, int(max_batch) // B)                 # timesteps per forward
+        out = []
+        for k0 in range(0, K, per):
+            tk = ts[k0:k0 + per]; n = len(tk)
+            blank = torch.zeros(n * B, C_in, h, h, device=hint.device, dtype=id_tokens.dtype)   # x_t: unused (sees_latent off)
+            down, mid = self.detail(blank, tk.repeat_interleave(B), id_tokens.repeat(n, 1, 1), hint.to(id_tokens.dtype).repeat(n, 1, 1, 1),
+                                    conditioning_scale=float(control_scale))
+            for j in range(n):
+                sl = slice(j * B, (j + 1) * B)
+                out.append((tuple(d[sl] for d in down), mid[sl]))
+        return out
 
     # -- training ------------------------------------------------------------------------------
     def sample_timesteps(self, data_kind: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -33,6 +33,7 @@ def generate(model,                        # anydoor.model.AnyDoor
              latents: torch.Tensor | None = None,  # start noise (B, C, h, w); drawn when None
              progress=None,                # wraps the timestep iterator (e.g. a progress bar)
              scheduler=None,               # a diffusers scheduler to sample with; None = DDIM as released
+             precompute_detail: bool = True, # the detail residuals of every step in a few batched forwards, first
             ) -> torch.Tensor:             # (B, 3, S, S) generated crops in [-1, 1]
     "Denoise target crops with DDIM (or `scheduler`) and classifier-free guidance (SPEC §9)."
     R, S = model.reference_size, model.image_size
@@ -65,10 +66,13 @@ def generate(model,                        # anydoor.model.AnyDoor
     elif tuple(latents.shape) != shape:
         raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
     x = latents.to(dev, dtype) * scheduler.init_noise_sigma
+    # The released detail branch sees the hint, t and the ID tokens, never x_t: all its work can happen before the loop
+    pre = model.detail_residuals(scheduler.timesteps, tokens, hint, control_scale) if precompute_detail else None
     steps = scheduler.timesteps if progress is None else progress(scheduler.timesteps)
-    for t in steps:
+    for i, t in enumerate(steps):
         x_in = scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)   # identity for DDIM
-        eps = model.predict_noise(x_in, t, tokens, hint, control_scale=control_scale)
+        eps = model.predict_noise(x_in, t, tokens, hint, control_scale=control_scale,
+                                  residuals=None if pre is None else pre[i])
         if cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance_scale * (eps_c - eps_u)

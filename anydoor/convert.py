@@ -223,18 +223,28 @@ def load_state_dict_file(path,                    # .ckpt / .pth / .pt / .bin (t
         raise TypeError(f"`{name}` must be a file path, got {type(path).__name__}")
     p = Path(path).expanduser()
     if not p.is_file(): raise FileNotFoundError(f"`{name}`: no such file {str(p)!r}")
+    if p.stat().st_size == 0: raise ValueError(f"`{name}` {str(p)!r} is empty (0 bytes): not a checkpoint")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(p))
+        try: return load_file(str(p))
+        except Exception as e:                              # safetensors raises its own SafetensorError
+            raise ValueError(f"`{name}` {str(p)!r} is not a readable safetensors file ({e})") from e
     try:
         try: obj = torch.load(p, map_location="cpu", mmap=True, weights_only=not trust_pickle)
         except RuntimeError as e:
             if "mmap" not in str(e): raise
             obj = torch.load(p, map_location="cpu", weights_only=not trust_pickle)   # legacy (non-zip) format
     except pickle.UnpicklingError as e:
+        import zipfile
+        if not zipfile.is_zipfile(p):                       # torch.save writes zip archives since torch 1.6
+            raise ValueError(f"`{name}` {str(p)!r} is not a torch checkpoint (not the zip archive torch.save writes; "
+                             f"for a legacy-format checkpoint you trust, pass trust_pickle=True)") from e
         raise ValueError(f"`{name}` {str(p)!r} holds pickled Python objects besides tensors (a Lightning checkpoint "
                          f"does); pass trust_pickle=True (CLI: --trust-pickle) to load it anyway — only for a file "
                          f"you trust. ({str(e).splitlines()[0]})") from e
+    except (RuntimeError, EOFError, IndexError, KeyError, OSError, AttributeError, ImportError) as e:  # truncated, random bytes
+        raise ValueError(f"`{name}` {str(p)!r} is not a readable torch checkpoint (truncated or another format?): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict): obj = obj["state_dict"]
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and not any(torch.is_tensor(v) for v in obj.values()):
         obj = obj["model"]

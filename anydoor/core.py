@@ -133,8 +133,10 @@ def check_box(box,                 # (x0, y0, x1, y1), any sequence of 4 numbers
     if isinstance(box, np.ndarray): box = box.tolist()
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ValueError(f"`{name}` must be 4 numbers (x0, y0, x1, y1), got {box!r}")
-    try: x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    try: vals = [float(v) for v in box]
     except (TypeError, ValueError): raise TypeError(f"`{name}` must contain numbers, got {box!r}")
+    if not all(math.isfinite(v) for v in vals): raise ValueError(f"`{name}` must contain finite numbers, got {box!r}")
+    x0, y0, x1, y1 = (int(round(v)) for v in vals)
     H, W = size
     if not (x0 < x1 and y0 < y1):
         raise ValueError(f"`{name}` must satisfy x0 < x1 and y0 < y1, got {(x0, y0, x1, y1)}")

@@ -872,19 +872,28 @@ class VideoSegmentationDataset(TeleportDataset):
 def decode_segmentation(segm, height: int, width: int) -> np.ndarray:
     "A COCO segmentation (polygon list, uncompressed or compressed RLE) as an `(H, W)` bool mask."
     from pycocotools import mask as mask_utils
-    if isinstance(segm, list):                                  # polygons
-        polys = [p for p in segm if len(p) >= 6]
-        if not polys: raise Skip("empty_mask", "no polygon with 3 points")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
-    elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-        rle = mask_utils.frPyObjects(segm, height, width)       # uncompressed RLE
-    elif isinstance(segm, dict) and isinstance(segm.get("counts"), (str, bytes)):
-        rle = dict(segm, counts=segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"])
-    else:
-        raise Skip("bad_annotation", f"unknown segmentation {type(segm).__name__}")
-    with warnings.catch_warnings():                             # pycocotools' own numpy-2 DeprecationWarning
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
+    if isinstance(segm, dict) and list(segm.get("size", [height, width])) != [height, width]:
+        raise Skip("bad_annotation", f"RLE size {segm.get('size')} differs from the image's {[height, width]}")
+    try:
+        if isinstance(segm, list):                              # polygons
+            polys = [p for p in segm if isinstance(p, list) and len(p) >= 6]
+            if not polys: raise Skip("empty_mask", "no polygon with 3 points")
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, height, width))
+        elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
+            rle = mask_utils.frPyObjects(segm, height, width)   # uncompressed RLE
+        elif isinstance(segm, dict) and isinstance(segm.get("counts"), (str, bytes)):
+            rle = dict(segm, counts=segm["counts"].encode("ascii") if isinstance(segm["counts"], str) else segm["counts"])
+        else:
+            raise Skip("bad_annotation", f"unknown segmentation {type(segm).__name__}")
+        with warnings.catch_warnings():                         # pycocotools' own numpy-2 DeprecationWarning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = mask_utils.decode(rle).astype(bool)
+    except Skip: raise
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeError, OverflowError) as e:   # garbage counts, bad points
+        raise Skip("bad_annotation", f"undecodable segmentation: {e}")
+    if mask.shape[:2] != (height, width):
+        raise Skip("bad_annotation", f"segmentation decodes to {mask.shape[:2]}, the image is {(height, width)}")
+    return mask
 
 class CocoInstancesDataset(TeleportDataset):
     "Kind-0 pairs (one picture, augmented reference) from a COCO or LVIS instance-segmentation JSON."
@@ -908,15 +917,22 @@ class CocoInstancesDataset(TeleportDataset):
         if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise ValueError(f"{type(self).__name__}: {self.annotations_path} is not an instances JSON "
                              f"(needs 'images' and 'annotations')")
-        imgs = {im["id"]: im for im in data["images"]}
+        imgs = {im.get("id"): im for im in data["images"] if isinstance(im, dict)}
         f, items = self.filters, []
         for ann in data["annotations"]:
+            if not isinstance(ann, dict): self.stats["index_bad_annotation"] += 1; continue
             im = imgs.get(ann.get("image_id"))
             if im is None: self.stats["index_missing_image_record"] += 1; continue
             if ann.get("iscrowd", 0) and not include_crowd: self.stats["index_crowd"] += 1; continue
-            H, W = im["height"], im["width"]
-            area = ann.get("area", 0) / (H * W)
-            bw, bh = ann.get("bbox", [0, 0, W, H])[2:]
+            H, W = im.get("height"), im.get("width")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (H, W)):
+                self.stats["index_bad_image_record"] += 1; continue     # height 0, "480", missing
+            bbox, area = ann.get("bbox", [0, 0, W, H]), ann.get("area", 0)
+            if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or "segmentation" not in ann
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (*bbox, area))):
+                self.stats["index_bad_annotation"] += 1; continue
+            area = area / (H * W)
+            bw, bh = bbox[2:]
             if not f.min_area <= area <= f.max_area: self.stats["index_mask_area"] += 1; continue
             if bw < f.min_box_side * W or bh < f.min_box_side * H: self.stats["index_box_too_small"] += 1; continue
             if bw * f.box_expand > f.max_box_side * W or bh * f.box_expand > f.max_box_side * H:

@@ -146,8 +146,8 @@ def _single_image(x) -> bool:
 def _number(v, name: str, lo=None) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
-    if math.isnan(float(v)) or (lo is not None and v < lo):
-        raise ValueError(f"`{name}` must be a number >= {lo}, got {v!r}")
+    if not math.isfinite(float(v)) or (lo is not None and v < lo):
+        raise ValueError(f"`{name}` must be a finite number{f' >= {lo}' if lo is not None else ''}, got {v!r}")
     return float(v)
 
 # %% ../nbs/15_pipeline.ipynb #91d1b64d

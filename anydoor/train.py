@@ -5,7 +5,7 @@
 # %% ../nbs/14_train.ipynb #c6998c0f
 from __future__ import annotations
 import json, math, os, pickle, random, shutil, sys, time, uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -353,12 +353,14 @@ def train(cfg) -> dict:
 
     # 2. The loop
     window = defaultdict(list); t_hist = defaultdict(list)
+    skips, samples_seen = Counter(), 0     # from the batches: data workers keep their own copies of `dataset.stats`
     tick, seen, last = time.perf_counter(), 0, {}
     model.train()
     data_iter = iter(loader)
     while step < tc.max_steps:
         for _ in range(tc.grad_accum):
             batch = next(data_iter)
+            skips.update(batch.get("skipped") or {}); samples_seen += len(batch["data_kind"])
             batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             with accelerator.accumulate(loss_module):
                 with accelerator.autocast():
@@ -385,8 +387,9 @@ def train(cfg) -> dict:
             dt = time.perf_counter() - tick
             last = {k: float(np.mean(v)) for k, v in window.items()}
             last.update({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / dt, "step_time_s": dt / tc.log_every})
-            stats = getattr(dataset, "stats", None)
-            if stats: last.update({f"data/{k}": v for k, v in dict(stats).items()})
+            index_stats = {k: v for k, v in dict(getattr(dataset, "stats", {}) or {}).items()
+                           if k.startswith(("index_", "probe_"))}                   # counted once, in this process
+            last.update({f"data/{k}": v for k, v in {**index_stats, **skips, "samples": samples_seen}.items()})
             logger.log(last, step); logger.log_histograms(t_hist, step)
             accelerator.print(f"step {step:5d}  loss {last['loss']:.4f}  {last['samples_per_s']:.1f} samples/s")
             window.clear(); t_hist.clear(); tick, seen = time.perf_counter(), 0

@@ -1,6 +1,7 @@
 """anydoor.convert: the released LDM/ControlNet layout <-> the pipeline's components, agreement with diffusers'
 single-file converters, and a tiny checkpoint in the released layout converting to identical outputs."""
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -208,3 +209,20 @@ def test_a_malicious_checkpoint_does_not_execute(tmp_path):
     with pytest.raises(ValueError, match="trust_pickle=True"):
         load_state_dict_file(tmp_path / "evil.ckpt")
     assert not marker.exists()
+
+
+def test_files_that_are_not_checkpoints_get_one_clear_message(tmp_path, capsys):
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(4000)}}, good)
+    data = good.read_bytes()
+    files = {"random.ckpt": np.random.default_rng(0).bytes(5000), "empty.ckpt": b"", "truncated.ckpt": data[:len(data) // 2],
+             "random.safetensors": b"not a safetensors header"}
+    messages = {"random.ckpt": "is not a torch checkpoint", "empty.ckpt": "is empty (0 bytes)",
+                "truncated.ckpt": "is not a readable torch checkpoint", "random.safetensors": "is not a readable safetensors"}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(messages[name])):
+            load_state_dict_file(tmp_path / name)
+        assert main(["--checkpoint", str(tmp_path / name), "--out", str(tmp_path / f"o_{name}")]) == 2
+        err = capsys.readouterr().err
+        assert messages[name] in err and "Traceback" not in err

@@ -411,3 +411,29 @@ def test_a_decompression_bomb_is_a_counted_skip(tmp_path):
         with pytest.raises(Skip) as e:
             read(tmp_path / "bomb.png")
         assert e.value.reason == reason and "decompression" in e.value.detail.lower()
+
+
+def test_malformed_coco_records_are_counted_skips(trees, tmp_path):
+    "Garbage RLE counts, an RLE of the wrong size, height 0 or '480', a bbox that is not 4 numbers: skips, not crashes."
+    root = tmp_path / "coco"
+    shutil.copytree(trees["root"] / "coco", root)
+    path = root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    anns = [a for a in data["annotations"] if a["area"] > 2000]
+    assert len(anns) >= 2
+    H, W = data["images"][0]["height"], data["images"][0]["width"]
+    bad = [dict(anns[0], id=9001, segmentation={"size": [H, W], "counts": "\x7f\x7f not an rle"}),
+           dict(anns[0], id=9002, segmentation={"size": [H + 7, W], "counts": "0"}),
+           dict(anns[0], id=9003, bbox=[1, 2, 3]),
+           dict(anns[0], id=9004, image_id=777), dict(anns[0], id=9005, image_id=778)]
+    data["images"] += [dict(data["images"][0], id=777, height=0), dict(data["images"][0], id=778, height=str(H))]
+    data["annotations"] = bad + data["annotations"]
+    path.write_text(json.dumps(data))
+    ds = CocoInstancesDataset(path, root / "train2017", image_size=S, reference_size=R, probe=False)
+    assert ds.stats["index_bad_image_record"] == 2 and ds.stats["index_bad_annotation"] == 1
+    with pytest.raises(Skip) as e: ds.load_pair(0, np.random.default_rng(0))
+    assert e.value.reason == "bad_annotation" and "undecodable" in e.value.detail
+    with pytest.raises(Skip, match="RLE size"): ds.load_pair(1, np.random.default_rng(0))
+    total = Counter()
+    for i in range(len(ds)): total.update(ds[i]["skipped"])        # every index still yields a sample
+    assert total["bad_annotation"] >= 1

@@ -202,3 +202,19 @@ def test_fp16_on_cpu_and_diverged_weights_are_refused(tmp_path):
         train(compose(FAST + ["trainer.lr=1e30", "trainer.grad_clip=0", "trainer.max_steps=4", "trainer.checkpoint_every=4",
                               f"run_dir={tmp_path / 'lr'}"]))
     assert not (tmp_path / "lr" / "model").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skip_counts_reach_the_log_from_every_worker(tmp_path, monkeypatch, workers):
+    from anydoor.data import Skip, TeleportToyDataset
+    real = TeleportToyDataset.checked_pair
+    def flaky(self, candidate, rng):
+        if candidate % 3 == 0: raise Skip("test_unusable", f"candidate {candidate}")
+        return real(self, candidate, rng)
+    monkeypatch.setattr(TeleportToyDataset, "checked_pair", flaky)       # inherited by forked workers
+    args = [a for a in FAST if not a.startswith("data.num_workers")]
+    train(compose(args + [f"data.num_workers={workers}", "trainer.max_steps=3", "trainer.checkpoint_every=3",
+                          f"run_dir={tmp_path}"]))
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert rows[-1]["data/samples"] == 6 and rows[-1].get("data/test_unusable", 0) >= 1, rows[-1]
+    assert all(rows[i]["data/samples"] < rows[i + 1]["data/samples"] for i in range(len(rows) - 1))

@@ -36,7 +36,7 @@ class AnyDoorPipelineOutput(BaseOutput):
     crop_infos: list                          # per scene, one `CropInfo` per inserted object (where each crop came from)
 
 # %% ../nbs/15_pipeline.ipynb #ba756f74
-_OUTPUT_TYPES = ("pil", "np", "pt")
+_OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 def _open(x, name: str):
     "A path becomes a PIL image (kept RGBA if it has alpha); anything else is returned as is."
@@ -307,6 +307,10 @@ class AnyDoorPipeline(DiffusionPipeline):
     @property
     def image_size(self) -> int: return self.config.image_size                       # S
     @property
+    def interrupt(self) -> bool:
+        "diffusers' flag: a `callback_on_step_end` sets `pipe._interrupt = True` to skip the remaining steps."
+        return self.__dict__.get("_interrupt", False)
+    @property
     def reference_size(self) -> int: return self.id_extractor.config.reference_size  # R
 
 
@@ -353,47 +357,89 @@ class AnyDoorPipeline(DiffusionPipeline):
                  paste_region: str = "crop",   # "crop": the generated crop minus a border; "box": only the expanded box
                  crop_ratio: tuple = (1.5, 3.0), # the crop around the box is this many times its side, drawn uniformly
                  return_dict: bool = True,
+                 num_images_per_prompt: int = 1, # N images per scene (ID tokens and detail residuals computed once)
+                 eta: float = 0.0,             # DDIM η (0: deterministic, as released)
+                 latents: torch.Tensor | None = None, # start noise (scenes*N, C, h, w), one object per scene
+                 callback_on_step_end=None,    # f(pipe, step, t, callback_kwargs) -> dict, after every denoising step
+                 callback_on_step_end_tensor_inputs: list = ("latents",), # what callback_kwargs hold
                 ) -> AnyDoorPipelineOutput | tuple:
         "Insert each reference object into its scene at its box; returns the full scenes (`.images`)."
         # 1. Check inputs
         jobs = self.check_inputs(reference, reference_mask, scene, box, scene_mask, num_inference_steps, guidance_scale,
                                  control_scale, shape_control, generator, output_type, blend, paste_region)
+        N = num_images_per_prompt
+        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+            raise ValueError(f"`num_images_per_prompt` must be a positive int, got {N!r}")
+        N = int(N)
+        _number(eta, "eta", 0.0)
+        if not set(callback_on_step_end_tensor_inputs) <= {"latents"}:
+            raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name 'latents', got {list(callback_on_step_end_tensor_inputs)}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"`callback_on_step_end` must be callable, got {type(callback_on_step_end).__name__}")
+        several = any(len(objs) > 1 for _, objs in jobs)
+        if several and (latents is not None or output_type == "latent"):
+            raise ValueError("`latents` and output_type='latent' need one object per scene (objects are inserted in rounds)")
         model = self._model()
         model.execution_device, model.execution_dtype = self._run_device(), next(self.unet.parameters()).dtype
         S, R, n = self.image_size, self.reference_size, len(jobs)
+        if latents is not None:
+            shape = (n * N, model.latent_channels, model.latent_size, model.latent_size)
+            if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape:
+                raise ValueError(f"`latents` must be a tensor of shape {shape} (scenes x num_images_per_prompt, C, h, w), "
+                                 f"got {tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}")
+        self._interrupt = False
+        def step_end(i, t, x):
+            if callback_on_step_end is None: return None
+            out = callback_on_step_end(self, i, t, {k: x for k in callback_on_step_end_tensor_inputs}) or {}
+            return out.get("latents")
         # 2. Random state: one numpy Generator per scene (crop sizes), drawn from the torch generator(s)
         gens = generator if isinstance(generator, list) else [generator] * n
         seeds = {id(g): None if g is None else int(torch.randint(0, 2**31 - 1, (1,), generator=g, device=g.device))
                  for g in gens}
         rngs = {k: np.random.default_rng(s) for k, s in seeds.items()}
-        scenes = [sc for sc, _ in jobs]                                        # (3, H, W) in [0, 1], updated in place of
-        crop_infos = [[] for _ in jobs]
+        scenes = [sc for sc, _ in jobs for _ in range(N)]                       # scene i's copy j at i*N + j
+        crop_infos = [[] for _ in scenes]
+        final_latents = []
         def loop(timesteps):                                                   # the UNet is driven block by block:
             _onload(self.unet)                                                 # fire its offload hook ourselves
             return self.progress_bar(timesteps)
         # objects are inserted one after another: round k inserts the k-th object of every scene that has one
         for k in range(max(len(objs) for _, objs in jobs)):
             active = [i for i, (_, objs) in enumerate(jobs) if len(objs) > k]
+            # the N copies of a scene are identical before the first insertion: one crop and hint serve all N
+            shared = k == 0 or N == 1
+            units = [(i, None) for i in active] if shared else [(i, j) for i in active for j in range(N)]
             refs, hints, infos = [], [], []
-            for i in active:
+            for i, j in units:
                 obj = jobs[i][1][k]
                 # 3. Reference branch input (SPEC §2): white background, expanded square crop, R x R
                 ref, ref_mask = prepare_reference(obj.reference, obj.reference_mask, size=R)
                 # 4. Target crop and collage hint around the box (SPEC §4)
-                tgt = prepare_target(scenes[i], obj.box, obj.scene_mask, reference=ref, reference_mask=ref_mask, size=S,
-                                     crop_ratio=crop_ratio, shape_control=shape_control, collage=self.config.collage,
+                tgt = prepare_target(scenes[i * N + (j or 0)], obj.box, obj.scene_mask, reference=ref, reference_mask=ref_mask,
+                                     size=S, crop_ratio=crop_ratio, shape_control=shape_control, collage=self.config.collage,
                                      max_box_fraction=None, rng=rngs[id(gens[i])])
                 refs.append(ref); hints.append(tgt.hint); infos.append(tgt.crop_info)
             # 5. Denoise: DDIM + classifier-free guidance with zero-image ID tokens (SPEC §9)
-            g = [gens[i] for i in active] if isinstance(generator, list) else generator
-            crops = generate(model, torch.stack(refs), torch.stack(hints), num_inference_steps=int(num_inference_steps),
-                             guidance_scale=float(guidance_scale), control_scale=float(control_scale),
-                             generator=g, progress=loop, scheduler=self.scheduler)                       # (B, 3, S, S) in [-1, 1]
-            crops = crops.float().cpu()
+            per = N if shared else 1
+            g = [gens[i] for i, _ in units for _ in range(per)] if isinstance(generator, list) else generator
+            start = None if latents is None else latents[[i * N + j for i in active for j in range(N)]]
+            out = generate(model, torch.stack(refs), torch.stack(hints), num_inference_steps=int(num_inference_steps),
+                           guidance_scale=float(guidance_scale), control_scale=float(control_scale), eta=float(eta),
+                           generator=g, latents=start, progress=loop, scheduler=self.scheduler,
+                           num_images_per_prompt=per, callback=step_end, interrupted=lambda: self._interrupt,
+                           output_type="latent" if output_type == "latent" else "image")   # (units*per, ...)
+            if output_type == "latent": final_latents.append(out); continue
+            crops = out.float().cpu()                                          # (units*per, 3, S, S) in [-1, 1]
             # 6. Paste back into the scene (hard, or feathered over `blend` pixels)
-            for i, crop, info in zip(active, crops, infos):
-                scenes[i] = paste_back(crop, scenes[i], info, blend=float(blend), region=paste_region)
-                crop_infos[i].append(info)
+            targets = [(i * N + j, infos[u]) for u, (i, _) in enumerate(units) for j in range(N)] if shared else \
+                      [(i * N + j, infos[u]) for u, (i, j) in enumerate(units)]
+            for (s_idx, info), crop in zip(targets, crops):
+                scenes[s_idx] = paste_back(crop, scenes[s_idx], info, blend=float(blend), region=paste_region)
+                crop_infos[s_idx].append(info)
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return AnyDoorPipelineOutput(images=final_latents[0], crop_infos=crop_infos) if return_dict \
+                else (final_latents[0], crop_infos)
         # 7. Post-process
         self.maybe_free_model_hooks()
         images = _to_output(scenes, output_type)

@@ -30,11 +30,15 @@ def generate(model,                        # anydoor.model.AnyDoor
              control_scale: float = 1.0,   # strength of the detail maps (SPEC §9)
              generator: torch.Generator | None = None,
              eta: float = 0.0,             # DDIM η (0 = deterministic)
-             latents: torch.Tensor | None = None,  # start noise (B, C, h, w); drawn when None
+             latents: torch.Tensor | None = None,  # start noise (B*N, C, h, w); drawn when None
              progress=None,                # wraps the timestep iterator (e.g. a progress bar)
              scheduler=None,               # a diffusers scheduler to sample with; None = DDIM as released
              precompute_detail: bool = True, # the detail residuals of every step in a few batched forwards, first
-            ) -> torch.Tensor:             # (B, 3, S, S) generated crops in [-1, 1]
+             num_images_per_prompt: int = 1, # N images per reference/hint (ID tokens and detail residuals shared)
+             callback=None,                # callback(i, t, latents) -> new latents or None, after every step
+             interrupted=None,             # interrupted() -> bool, asked before every step: True skips the rest
+             output_type: str = "image",   # "image": decoded crops; "latent": the final latents
+            ) -> torch.Tensor:             # (B*N, 3, S, S) generated crops in [-1, 1] (object-major), or latents
     "Denoise target crops with DDIM (or `scheduler`) and classifier-free guidance (SPEC §9)."
     R, S = model.reference_size, model.image_size
     check_tensor(reference, "reference", ndim=4, channels=3, value_range=(0, 1))
@@ -45,8 +49,13 @@ def generate(model,                        # anydoor.model.AnyDoor
         raise ValueError(f"`hint` must have shape ({reference.shape[0]}, 4, {S}, {S}), got {tuple(hint.shape)}")
     if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
-    if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
-        raise ValueError(f"`guidance_scale` must be a number >= 0, got {guidance_scale!r}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale < float("inf"):
+        raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}")
+    N = num_images_per_prompt
+    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+        raise ValueError(f"`num_images_per_prompt` must be a positive int, got {N!r}")
+    if output_type not in ("image", "latent"):
+        raise ValueError(f"`output_type` must be 'image' or 'latent', got {output_type!r}")
     B, dev, dtype = reference.shape[0], model.device, model.dtype
     if scheduler is None: scheduler = ddim_scheduler(model.noise_scheduler)
     takes = inspect.signature(scheduler.step).parameters
@@ -60,21 +69,31 @@ def generate(model,                        # anydoor.model.AnyDoor
     if cfg:
         tokens = torch.cat([model.id_extractor.uncond_tokens(B).to(tokens), tokens])   # (2B, T, D)
         hint = torch.cat([hint, hint])                                           # (2B, 4, S, S): same hint
-    shape = (B, model.latent_channels, model.latent_size, model.latent_size)
+    # The released detail branch sees the hint, t and the ID tokens, never x_t: all its work can happen before the
+    # loop, once per object — the N images of one object share it
+    pre = model.detail_residuals(scheduler.timesteps, tokens, hint, control_scale) if precompute_detail else None
+    if N > 1:                                                      # object-major: object 0's N images, then object 1's
+        halves = lambda z: z.chunk(2) if cfg else (z,)
+        expand = lambda z: torch.cat([h.repeat_interleave(N, 0) for h in halves(z)])
+        tokens, hint = expand(tokens), expand(hint)
+    residuals = lambda i: None if pre is None else pre[i] if N == 1 else (tuple(expand(d) for d in pre[i][0]), expand(pre[i][1]))
+    shape = (B * N, model.latent_channels, model.latent_size, model.latent_size)
     if latents is None:
         latents = randn_tensor(shape, generator=generator, device=dev, dtype=dtype)
     elif tuple(latents.shape) != shape:
         raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
     x = latents.to(dev, dtype) * scheduler.init_noise_sigma
-    # The released detail branch sees the hint, t and the ID tokens, never x_t: all its work can happen before the loop
-    pre = model.detail_residuals(scheduler.timesteps, tokens, hint, control_scale) if precompute_detail else None
     steps = scheduler.timesteps if progress is None else progress(scheduler.timesteps)
     for i, t in enumerate(steps):
+        if interrupted is not None and interrupted(): continue   # diffusers' `interrupt`: skip the remaining steps
         x_in = scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)   # identity for DDIM
         eps = model.predict_noise(x_in, t, tokens, hint, control_scale=control_scale,
-                                  residuals=None if pre is None else pre[i])
+                                  residuals=residuals(i))
         if cfg:
             eps_u, eps_c = eps.chunk(2)
             eps = eps_u + guidance_scale * (eps_c - eps_u)
         x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
-    return model.decode(x).clamp(-1, 1)
+        if callback is not None:
+            new = callback(i, t, x)
+            if new is not None: x = new
+    return x if output_type == "latent" else model.decode(x).clamp(-1, 1)

@@ -251,7 +251,11 @@ BAD = [
     (dict(blend=-1), ValueError, "`blend` must be a finite number >= 0"),
     (dict(guidance_scale=float("inf")), ValueError, "`guidance_scale` must be a finite number >= 0.0, got inf"),
     (dict(box=(10, 10, float("inf"), 40)), ValueError, "`box` must contain finite numbers"),
-    (dict(output_type="latent"), ValueError, "`output_type` must be one of"),
+    (dict(output_type="latents"), ValueError, "`output_type` must be one of"),
+    (dict(num_images_per_prompt=0), ValueError, "`num_images_per_prompt` must be a positive int"),
+    (dict(eta=-1), ValueError, "`eta` must be a finite number >= 0"),
+    (dict(callback_on_step_end_tensor_inputs=["noise_pred"]), ValueError, "`callback_on_step_end_tensor_inputs` may only name"),
+    (dict(latents=torch.zeros(1, 3, 8, 8)), ValueError, "`latents` must be a tensor of shape"),
     (dict(paste_region="scene"), ValueError, "`paste_region` must be"),
     (dict(generator=42), TypeError, "`generator` must be a torch.Generator"),
     (dict(crop_ratio=(3.0, 1.5)), ValueError, "`crop_ratio`"),
@@ -398,3 +402,61 @@ def test_a_decompression_bomb_path_is_a_clear_error(pipe, gift, tmp_path):
     (tmp_path / "bomb.png").write_bytes(bomb_png())
     with pytest.raises(ValueError, match="`scene`: .*bomb.png' claims a size beyond PIL's decompression-bomb limit"):
         pipe(gift, None, str(tmp_path / "bomb.png"), box=(0, 0, 10, 10), num_inference_steps=1)
+
+
+def test_num_images_per_prompt_shares_one_crop_and_varies_the_noise(pipe, gift, logo, scene):
+    out = call(pipe, gift, scene, num_images_per_prompt=3, output_type="np")
+    assert out.images.shape == (3, scene.size[1], scene.size[0], 3)
+    assert [ci[0].crop_box for ci in out.crop_infos] == [out.crop_infos[0][0].crop_box] * 3   # one crop for the three
+    assert not np.array_equal(out.images[0], out.images[1])                                 # different noise
+    two = pipe([gift[0], logo[0]], [gift[1], logo[1]], [scene, scene], box=[BOX, BOX], num_inference_steps=STEPS,
+               generator=gen(), num_images_per_prompt=2, output_type="np")
+    assert len(two.images) == 4
+    several = pipe([gift[0], logo[0]], [gift[1], logo[1]], scene, box=[(20, 20, 80, 80), (120, 50, 190, 120)],
+                   num_inference_steps=STEPS, generator=gen(), num_images_per_prompt=2, output_type="np")  # 2 objects, 2 images
+    assert len(several.images) == 2 and all(len(ci) == 2 for ci in several.crop_infos)
+
+
+def test_given_latents_eta_and_latent_output(pipe, gift, logo, scene):
+    m = pipe._model()
+    shape = (2, m.latent_channels, m.latent_size, m.latent_size)
+    z = torch.randn(shape, generator=gen(5))
+    a = call(pipe, gift, scene, latents=z, num_images_per_prompt=2, output_type="np").images
+    b = call(pipe, gift, scene, latents=torch.randn(shape, generator=gen(6)), num_images_per_prompt=2, output_type="np").images
+    assert np.array_equal(a, call(pipe, gift, scene, latents=z.clone(), num_images_per_prompt=2, output_type="np").images)
+    assert not np.array_equal(a, b)                      # the start noise is the latents given
+    lat = call(pipe, gift, scene, latents=z, num_images_per_prompt=2, output_type="latent").images
+    assert lat.shape == shape
+    e0 = call(pipe, gift, scene, eta=0.0, output_type="np").images
+    e1 = call(pipe, gift, scene, eta=1.0, output_type="np").images
+    assert not np.array_equal(e0, e1)
+    with pytest.raises(ValueError, match="need one object per scene"):
+        pipe([gift[0], logo[0]], [gift[1], logo[1]], scene, box=[(20, 20, 80, 80), (120, 50, 190, 120)],
+             num_inference_steps=STEPS, output_type="latent")
+
+
+def test_callback_on_step_end_sees_and_changes_latents_and_can_interrupt(pipe, gift, scene):
+    seen = []
+    def cb(p, i, t, kw):
+        seen.append((i, int(t), tuple(kw["latents"].shape)))
+        return {"latents": kw["latents"] * 0} if i == 0 else {}
+    zeroed = call(pipe, gift, scene, num_inference_steps=3, callback_on_step_end=cb, output_type="latent").images
+    assert [s[0] for s in seen] == [0, 1, 2]
+    plain = call(pipe, gift, scene, num_inference_steps=3, output_type="latent").images
+    assert not torch.equal(zeroed, plain)
+    calls = []
+    def stop(p, i, t, kw):
+        calls.append(i); p._interrupt = True; return {}
+    call(pipe, gift, scene, num_inference_steps=4, callback_on_step_end=stop, output_type="np")
+    assert calls == [0] and pipe.interrupt                   # later steps are skipped, as in diffusers
+    call(pipe, gift, scene, output_type="np"); assert not pipe.interrupt   # reset on the next call
+
+
+def test_detail_residuals_are_computed_once_for_all_images(gift, scene):
+    "num_images_per_prompt=4 runs the detail branch on 1 object, not 4 (the saving measured in 15_pipeline)."
+    p = AnyDoorPipeline.from_model(AnyDoor.tiny()); p.set_progress_bar_config(disable=True)
+    sizes = []
+    hook = p.detail.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    try: call(p, gift, scene, num_inference_steps=3, num_images_per_prompt=4, guidance_scale=3.0)
+    finally: hook.remove()
+    assert sum(sizes) == 3 * 2 * 1                                    # 3 steps x (cond + uncond) x 1 object

@@ -55,6 +55,13 @@ def _seed(text):
     if not 0 <= v < 2**64: raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64), got {text!r}")
     return v
 
+_SCHEDULERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+               "unipc": "UniPCMultistepScheduler"}
+
+def _version() -> str:
+    import anydoor
+    return anydoor.__version__
+
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `anydoor-insert`."
     ap = argparse.ArgumentParser(prog="anydoor-insert", description="Insert an object (reference image + mask) into "
@@ -78,7 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     ap.add_argument("--dtype", choices=_DTYPES, default=None, help="weights dtype (default float16 on GPU, else float32)")
     ap.add_argument("--cpu-offload", action="store_true", help="enable_model_cpu_offload (small GPUs)")
-    ap.add_argument("--out", required=True, metavar="OUT.png", help="where to write the result")
+    ap.add_argument("-o", "--output", "--out", dest="out", required=True, metavar="OUT.png",
+                    help="where to write the result (with --num-images N > 1: OUT_0.png ... OUT_{N-1}.png)")
+    ap.add_argument("--num-images", type=_positive_int, default=1, metavar="N",
+                    help="insertions per call, from different noise (the object's features are computed once)")
+    ap.add_argument("--paste-region", choices=("crop", "box"), default="crop",
+                    help="paste back the generated crop (default, as released) or only the expanded box (the demo)")
+    ap.add_argument("--scheduler", choices=tuple(_SCHEDULERS), default="ddim",
+                    help="sampler: ddim (default, as released), dpm (DPM-Solver++), euler, unipc")
+    ap.add_argument("--version", action="version", version=f"anydoor-insert {_version()}")
     return ap
 
 # %% ../nbs/17_cli.ipynb #ddf50244
@@ -138,7 +153,7 @@ def _load_images(a):
 
 # %% ../nbs/17_cli.ipynb #0e1b7128
 def load_pipeline(model: str | None, tiny_random: bool = False, device: str | None = None, dtype: str | None = None,
-                  cpu_offload: bool = False):
+                  cpu_offload: bool = False, scheduler: str = "ddim"):
     "The pipeline the CLI runs: `--model`, else the shipped tiny weights, else (if asked) the random tiny preset."
     import torch
     from anydoor.pipeline import AnyDoorPipeline
@@ -155,7 +170,14 @@ def load_pipeline(model: str | None, tiny_random: bool = False, device: str | No
                                     "AnyDoorPipeline.save_pretrained or anydoor-convert, or a training run's model/ "
                                     "folder), or --tiny-random to try the untrained tiny preset")
         pipe = AnyDoorPipeline.from_pretrained(str(source))
-    if pipe.unet.dtype != dt: pipe = pipe.to(dtype=dt)
+    if pipe.unet.dtype != dt:                          # cast each module as torch does (diffusers' .to warns needlessly)
+        for name in ("vae", "unet", "detail", "id_extractor"):
+            m = getattr(pipe, name)
+            if m is not None: torch.nn.Module.to(m, dtype=dt)
+    if scheduler != "ddim":                            # another sampler on the same training noise schedule
+        import diffusers
+        if scheduler not in _SCHEDULERS: raise ValueError(f"`scheduler` must be one of {tuple(_SCHEDULERS)}, got {scheduler!r}")
+        pipe.scheduler = getattr(diffusers, _SCHEDULERS[scheduler]).from_config(pipe.scheduler.config)
     if cpu_offload: pipe.enable_model_cpu_offload(device=device)
     else: pipe = pipe.to(device)
     return pipe
@@ -169,22 +191,26 @@ def main(argv=None) -> int:
         refs, rmasks, scene, smasks = _load_images(a)
         import torch
         from anydoor.id_extractor import ModelNotAvailableError
-        pipe = load_pipeline(a.model, a.tiny_random, a.device, a.dtype, a.cpu_offload)
+        pipe = load_pipeline(a.model, a.tiny_random, a.device, a.dtype, a.cpu_offload, a.scheduler)
         steps = a.steps or (50 if pipe.image_size >= 256 else 20)
         multi = len(refs) > 1
         pick = lambda xs: None if xs is None else (xs if multi else xs[0])
         g = torch.Generator(device="cpu").manual_seed(a.seed)
-        out = pipe(pick(refs), pick(rmasks), scene, box=pick(a.box), scene_mask=pick(smasks),
-                   num_inference_steps=steps, guidance_scale=a.guidance, control_scale=a.control_scale,
-                   shape_control=a.shape_control, generator=g, blend=a.blend).images[0]
+        images = pipe(pick(refs), pick(rmasks), scene, box=pick(a.box), scene_mask=pick(smasks),
+                      num_inference_steps=steps, guidance_scale=a.guidance, control_scale=a.control_scale,
+                      shape_control=a.shape_control, generator=g, blend=a.blend, paste_region=a.paste_region,
+                      num_images_per_prompt=a.num_images).images
     except (ValueError, TypeError, OSError) as e:   # bad values found by the pipeline, unreadable files, no model
         print(f"anydoor-insert: error: {e}", file=sys.stderr)
         return 2
-    try: out.save(Path(a.out).expanduser())
+    out = Path(a.out).expanduser()
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    try:
+        for img, path in zip(images, paths): img.save(path)
     except (OSError, ValueError) as e:
-        print(f"anydoor-insert: error: --out: cannot write {a.out!r} ({e})", file=sys.stderr)
+        print(f"anydoor-insert: error: --out: cannot write {str(path)!r} ({e})", file=sys.stderr)
         return 2
-    print(f"wrote {a.out} ({out.width}x{out.height}, {steps} steps)")
+    print(f"wrote {', '.join(str(p) for p in paths)} ({images[0].width}x{images[0].height}, {steps} steps)")
     return 0
 
 # %% ../nbs/17_cli.ipynb #cf2e5f4b

@@ -209,3 +209,35 @@ def test_shipped_trained_weights_are_the_default(files):
     assert run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg", "--model",
                    shipped, "--steps", 2, "--seed", 0, "--out", files / "shipped_explicit.png")[0] == 0
     assert np.array_equal(a, np.asarray(Image.open(files / "shipped_explicit.png")))   # the same weights
+
+
+def test_output_alias_num_images_paste_region_scheduler_and_version(files, capsys):
+    base = ["--reference", files / "gift.png", "--scene", files / "coffee.jpg", "--box", BOX, "--model", files / "model",
+            "--steps", 2]
+    code, err = run_cli(*base, "-o", files / "many.png", "--num-images", 3, "--paste-region", "box", "--scheduler", "dpm")
+    assert code == 0, err
+    outs = [Image.open(files / f"many_{i}.png") for i in range(3)]
+    assert len({o.tobytes() for o in outs}) == 3 and not (files / "many.png").exists()
+    scene = np.asarray(Image.open(files / "coffee.jpg")).astype(int)
+    x0, y0, x1, y1 = (int(v) for v in BOX.split(","))
+    far = np.ones(scene.shape[:2], bool); far[max(0, y0 - 20):y1 + 20, max(0, x0 - 20):x1 + 20] = False
+    assert np.array_equal(np.asarray(outs[0]).astype(int)[far], scene[far])   # --paste-region box: only near the box
+    code, err = run_cli(*base, "--output", files / "one.png", "--scheduler", "euler")
+    assert code == 0 and (files / "one.png").exists(), err
+    code, err = run_cli(*base, "--out", files / "x.png", "--scheduler", "plms")
+    assert code == 2 and "--scheduler: invalid choice" in err
+    with pytest.raises(SystemExit) as e:
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            main(["--version"])
+    assert e.value.code == 0 and out.getvalue().startswith("anydoor-insert ")
+
+
+def test_dtype_is_applied_without_cast_warnings(files, recwarn):
+    import logging, torch
+    records = []
+    handler = logging.Handler(); handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try: pipe = load_pipeline(str(files / "model"), dtype="bfloat16", device="cpu")
+    finally: logging.getLogger("diffusers").removeHandler(handler)
+    assert pipe.unet.dtype == torch.bfloat16 and pipe.id_extractor.projector.weight.dtype == torch.bfloat16
+    assert not [r for r in records if "Casting directly" in r.getMessage()]

@@ -24,7 +24,7 @@ __all__ = ['SAMPLE_KEYS', 'TOY_SHAPES', 'TOY_TEXTURES', 'TOY_EMBLEMS', 'DAVIS_PA
            'ToyIdentity', 'make_identity', 'ToyPose', 'render_object', 'composite', 'toy_background', 'toy_pair',
            'TeleportToyDataset', 'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture',
            'VideoSegmentationDataset', 'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset',
-           'MixtureDataset', 'dataset_from_config', 'collate', 'make_loader', 'loader_throughput']
+           'MixtureDataset', 'dataset_from_config', 'SkipCounts', 'collate', 'make_loader', 'loader_throughput']
 
 # %% ../nbs/08_data.ipynb #49c06f9d
 SAMPLE_KEYS = ("reference", "hint", "target", "data_kind", "identity", "box", "box_mask",
@@ -266,7 +266,7 @@ class TeleportDataset(torch.utils.data.Dataset):
             except Skip as e:
                 skipped[e.reason] += 1; last = e
                 continue
-            sample.update(index=index, skipped=dict(skipped))
+            sample.update(index=index, skipped=SkipCounts(skipped))
             sample["source"] = sample["source"] or self.name
             self.stats.update(skipped); self.stats["samples"] += 1
             return sample
@@ -1133,6 +1133,19 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
     raise ValueError(f"`data.name` must be one of ('toy', 'video', 'coco', 'multiview', 'mix'), got {name!r}")
 
 # %% ../nbs/08_data.ipynb #343f10e4
+class SkipCounts(Counter):
+    "A sample's skip reasons (candidates tried and rejected before it); batches sum them."
+
+def _teach_default_collate():
+    "Let torch's `default_collate` batch our samples too: crop infos as a list, skip counts summed (as `collate`)."
+    try: from torch.utils.data._utils.collate import default_collate_fn_map
+    except ImportError: return                                    # an older torch: use `collate`
+    from anydoor.collage import CropInfo
+    default_collate_fn_map.setdefault(CropInfo, lambda batch, *, collate_fn_map=None: list(batch))
+    default_collate_fn_map.setdefault(SkipCounts, lambda batch, *, collate_fn_map=None: sum(batch, Counter()))
+
+_teach_default_collate()
+
 def collate(samples: Sequence) -> dict:
     "Batch sample dicts: stack tensors, ints -> int64 tensor, `skipped` summed into a Counter, the rest as lists."
     samples = list(samples)

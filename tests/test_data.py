@@ -437,3 +437,17 @@ def test_malformed_coco_records_are_counted_skips(trees, tmp_path):
     total = Counter()
     for i in range(len(ds)): total.update(ds[i]["skipped"])        # every index still yields a sample
     assert total["bad_annotation"] >= 1
+
+
+def test_torch_default_collate_batches_samples_like_collate(trees):
+    "`DataLoader(dataset, batch_size=...)` with torch's default collate works, and agrees with anydoor's `collate`."
+    from anydoor.collage import CropInfo
+    for ds in (TeleportToyDataset(image_size=S, reference_size=R, length=6),
+               VideoSegmentationDataset(trees["vos"], image_size=S, reference_size=R)):
+        b = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
+        c = collate([ds[i] for i in range(3)])
+        assert b.keys() == c.keys()
+        for k in b:
+            if torch.is_tensor(b[k]): assert torch.equal(b[k], c[k]), k
+            else: assert list(b[k]) == list(c[k]), k
+        assert isinstance(b["crop_info"][0], CropInfo) and sum(b["skipped"].values()) == sum(c["skipped"].values())

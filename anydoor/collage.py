@@ -253,9 +253,13 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
                    collage: str = "hifreq",    # what fills the box: "hifreq" (paper), "raw" (object), "none" (erased)
                    max_box_fraction=0.8,       # reject a box wider/taller than this fraction of the scene (None: never)
                    rng=None,                   # numpy Generator
+                   pad_mask_value: float = -1.0, # mask channel where the crop was padded: -1 (released training), 1 (released inference)
                   ) -> TargetOutput:
     "Hint `(4,S,S)`, target `(3,S,S)` and crop info for inserting `reference` at `box` (SPEC §4)."
     # 1. Check inputs
+    if isinstance(pad_mask_value, bool) or not isinstance(pad_mask_value, (int, float)) or not -1 <= pad_mask_value <= 1:
+        raise ValueError(f"`pad_mask_value` must be a number in [-1, 1] (-1: released training, 1: released inference), "
+                         f"got {pad_mask_value!r}")
     scene = _as_image(scene, "scene")
     H, W = scene.shape[-2:]
     if mask is not None:
@@ -320,10 +324,10 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
     box_mask = torch.zeros(1, size, size)
     box_mask[:, box_S[1]:box_S[3], box_S[0]:box_S[2]] = 1.0
     if shape is None:
-        channel = _resize(_pad_centred(torch.zeros(1, h, w), P, P, -1.0)[0], (size, size), "nearest")
+        channel = _resize(_pad_centred(torch.zeros(1, h, w), P, P, float(pad_mask_value))[0], (size, size), "nearest")
         channel[box_mask.bool()] = 1.0
     else:
-        channel = _resize(_pad_centred(shape, P, P, -1.0)[0], (size, size), "nearest")
+        channel = _resize(_pad_centred(shape, P, P, float(pad_mask_value))[0], (size, size), "nearest")
     hint = torch.cat([filled * 2 - 1, channel])                               # (4, S, S)
     info = CropInfo(scene_size=(H, W), crop_box=crop_box, pad=pad, size=size, box=box)
     return TargetOutput(hint=hint, target=target * 2 - 1, crop_info=info, box=box_S, box_mask=box_mask)

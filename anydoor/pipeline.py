@@ -362,6 +362,7 @@ class AnyDoorPipeline(DiffusionPipeline):
                  latents: torch.Tensor | None = None, # start noise (scenes*N, C, h, w), one object per scene
                  callback_on_step_end=None,    # f(pipe, step, t, callback_kwargs) -> dict, after every denoising step
                  callback_on_step_end_tensor_inputs: list = ("latents",), # what callback_kwargs hold
+                 pad_mask_value: float = -1.0, # the hint's mask channel in the crop's padding: -1 (training), 1 (released demo)
                 ) -> AnyDoorPipelineOutput | tuple:
         "Insert each reference object into its scene at its box; returns the full scenes (`.images`)."
         # 1. Check inputs
@@ -417,7 +418,7 @@ class AnyDoorPipeline(DiffusionPipeline):
                 # 4. Target crop and collage hint around the box (SPEC §4)
                 tgt = prepare_target(scenes[i * N + (j or 0)], obj.box, obj.scene_mask, reference=ref, reference_mask=ref_mask,
                                      size=S, crop_ratio=crop_ratio, shape_control=shape_control, collage=self.config.collage,
-                                     max_box_fraction=None, rng=rngs[id(gens[i])])
+                                     max_box_fraction=None, rng=rngs[id(gens[i])], pad_mask_value=pad_mask_value)
                 refs.append(ref); hints.append(tgt.hint); infos.append(tgt.crop_info)
             # 5. Denoise: DDIM + classifier-free guidance with zero-image ID tokens (SPEC §9)
             per = N if shared else 1

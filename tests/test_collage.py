@@ -359,3 +359,21 @@ def test_bad_input(case):
     with pytest.raises(exc) as e:
         fn()
     assert msg in str(e.value), str(e.value)
+
+
+def test_pad_mask_value_released_inference_option():
+    from anydoor.core import sample_object, sample_scene
+    from anydoor.collage import prepare_reference, prepare_target
+    gift, mask = sample_object("gift")
+    ref, ref_mask = prepare_reference(gift, mask, size=32)
+    scene = sample_scene("chelsea")                                     # 300 x 451
+    kw = dict(reference=ref, reference_mask=ref_mask, size=64, rng=np.random.default_rng(0))
+    train = prepare_target(scene, (380, 40, 451, 110), **kw)
+    kw["rng"] = np.random.default_rng(0)
+    released = prepare_target(scene, (380, 40, 451, 110), pad_mask_value=1, **kw)
+    assert sum(train.crop_info.pad) > 0
+    padded = train.hint[3] == -1
+    assert padded.any() and (released.hint[3][padded] == 1).all()
+    assert torch.equal(train.hint[:3], released.hint[:3]) and torch.equal(train.hint[3][~padded], released.hint[3][~padded])
+    with pytest.raises(ValueError, match="`pad_mask_value` must be a number in"):
+        prepare_target(scene, (380, 40, 451, 110), pad_mask_value=3, reference=ref, reference_mask=ref_mask, size=64)

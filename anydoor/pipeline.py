@@ -466,17 +466,20 @@ def controlnet_twin(model: AnyDoor):
     if not isinstance(model, AnyDoor): raise TypeError(f"`model` must be an AnyDoor, got {type(model).__name__}")
     if model.detail is None: raise ValueError("`model` has no detail extractor: there is no ControlNet to compare with")
     keys = set(inspect.signature(ControlNetModel.__init__).parameters)
-    controlnet = ControlNetModel(**{k: v for k, v in model.detail.config.items() if k in keys})
+    with torch.device(model.device):                  # "meta" for the SD-size architecture: shapes only
+        controlnet = ControlNetModel(**{k: v for k, v in model.detail.config.items() if k in keys})
     missing, unexpected = controlnet.load_state_dict(model.detail.state_dict(), strict=False)
     if unexpected or set(missing) - {"conv_in.weight", "conv_in.bias"}:
         raise ValueError(f"the detail extractor does not fit a ControlNetModel: missing {missing}, unexpected {unexpected}")
     if missing: controlnet.conv_in.load_state_dict(model.unet.conv_in.state_dict())   # the released branch has none
     enc, T = model.id_extractor.encoder.config, model.id_extractor.num_tokens
-    with torch.random.fork_rng(devices=[]):
+    D = model.unet.config.cross_attention_dim
+    heads = max(h for h in range(1, enc.num_attention_heads + 1) if D % h == 0)   # DINOv2-g's 24 do not divide 1024
+    with torch.random.fork_rng(devices=[]), torch.device(model.device):
         torch.manual_seed(0)
         text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=2, hidden_size=model.unet.config.cross_attention_dim, num_hidden_layers=enc.num_hidden_layers,
-            num_attention_heads=enc.num_attention_heads, max_position_embeddings=T,
+            vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=2, hidden_size=D, num_hidden_layers=enc.num_hidden_layers,
+            num_attention_heads=heads, max_position_embeddings=T,
             intermediate_size=int(enc.hidden_size * enc.mlp_ratio))).eval()
     tokenizer = CLIPTokenizer(model_max_length=T)
     vae = _IdentityVAE(model.latent_channels, (model.latent_channels,)) if isinstance(model.codec, PixelCodec) else model.codec

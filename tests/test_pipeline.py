@@ -460,3 +460,12 @@ def test_detail_residuals_are_computed_once_for_all_images(gift, scene):
     try: call(p, gift, scene, num_inference_steps=3, num_images_per_prompt=4, guidance_scale=3.0)
     finally: hook.remove()
     assert sum(sizes) == 3 * 2 * 1                                    # 3 steps x (cond + uncond) x 1 object
+
+
+def test_controlnet_twin_builds_at_sd_size():
+    "The benchmark's diffusers twin at SD 2.1 + DINOv2-giant sizes (shapes only, on the meta device): 24 heads do not divide 1024."
+    sd = AnyDoor.sd21_architecture(device="meta")
+    twin = controlnet_twin(sd)
+    assert twin.text_encoder.config.hidden_size == 1024 and 1024 % twin.text_encoder.config.num_attention_heads == 0
+    extra = sum(p.numel() for p in twin.controlnet.parameters()) - sum(p.numel() for p in sd.detail.parameters())
+    assert extra == sum(p.numel() for p in twin.controlnet.conv_in.parameters())   # the released branch has no conv_in

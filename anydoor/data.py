@@ -20,11 +20,11 @@ from .timesteps import DATA_KINDS
 
 # %% auto #0
 __all__ = ['SAMPLE_KEYS', 'TOY_SHAPES', 'TOY_TEXTURES', 'TOY_EMBLEMS', 'DAVIS_PALETTE', 'check_sample', 'FilterConfig',
-           'reference_filter', 'target_filter', 'Skip', 'Pair', 'SampleConfig', 'make_sample', 'TeleportDataset',
-           'ToyIdentity', 'make_identity', 'ToyPose', 'render_object', 'composite', 'toy_background', 'toy_pair',
-           'TeleportToyDataset', 'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture',
+           'reference_filter', 'target_filter', 'Skip', 'Pair', 'SampleConfig', 'make_sample', 'SkipCounts',
+           'TeleportDataset', 'ToyIdentity', 'make_identity', 'ToyPose', 'render_object', 'composite', 'toy_background',
+           'toy_pair', 'TeleportToyDataset', 'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture',
            'VideoSegmentationDataset', 'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset',
-           'MixtureDataset', 'dataset_from_config', 'SkipCounts', 'collate', 'make_loader', 'loader_throughput']
+           'MixtureDataset', 'dataset_from_config', 'collate', 'make_loader', 'loader_throughput']
 
 # %% ../nbs/08_data.ipynb #49c06f9d
 SAMPLE_KEYS = ("reference", "hint", "target", "data_kind", "identity", "box", "box_mask",
@@ -196,6 +196,9 @@ def make_sample(pair: Pair,              # the raw pair
                 crop_info=out.crop_info, source=pair.source)
 
 # %% ../nbs/08_data.ipynb #0ce69ed5
+class SkipCounts(Counter):
+    "A sample's skip reasons (candidates tried and rejected before it); batches sum them."
+
 class TeleportDataset(torch.utils.data.Dataset):
     "Base class: pairs from `load_pair` become sample dicts; unusable candidates are skipped and counted."
     name = "teleport"
@@ -1133,9 +1136,6 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
     raise ValueError(f"`data.name` must be one of ('toy', 'video', 'coco', 'multiview', 'mix'), got {name!r}")
 
 # %% ../nbs/08_data.ipynb #343f10e4
-class SkipCounts(Counter):
-    "A sample's skip reasons (candidates tried and rejected before it); batches sum them."
-
 def _teach_default_collate():
     "Let torch's `default_collate` batch our samples too: crop infos as a list, skip counts summed (as `collate`)."
     try: from torch.utils.data._utils.collate import default_collate_fn_map

@@ -268,8 +268,9 @@ def claim_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     try: fd = os.open(run_dir / RUN_CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        raise FileExistsError(f"`run_dir` {str(run_dir)!r} already holds a run: pass resume={run_dir} to continue it, "
-                              f"or choose another run_dir (two runs in one folder would mix their logs)") from None
+        raise FileExistsError(f"`run_dir` {str(run_dir)!r} already holds a run: pass resume={run_dir} to continue it "
+                              f"(from its last checkpoint), or delete that folder or choose another run_dir to start "
+                              f"afresh (two runs in one folder would mix their logs)") from None
     with os.fdopen(fd, "w") as f: f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "time": time.time()}))
     return run_dir
 

@@ -70,7 +70,9 @@ def test_gpu_sweep_smoke(tmp_path):
     res = _gpu_sweep(str(out), "--smoke")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = sorted(p.parent for p in out.rglob("summary.json"))
-    assert [(r.parent.name, r.name) for r in runs] == [(e, f"seed{s}") for e in ("abl_full", "abl_id_none") for s in (0, 1)]
+    # one folder per job: <job number>_<experiment>_seed<seed> (each seed is its own multirun, so job numbers repeat)
+    assert sorted(r.name for r in runs) == sorted(f"{j}_{e}_seed{s}" for j, e in enumerate(("abl_full", "abl_id_none"))
+                                                  for s in (0, 1))
     for r in runs:
         s = json.loads((r / "summary.json").read_text())
         assert s["step"] == 2 and math.isfinite(s["loss"]) and 0 <= s["identity_top1"] <= 1

@@ -126,6 +126,13 @@ def wandb_mode(mode: str = "auto") -> str:
     except OSError: pass
     return "offline"
 
+def _override_tags() -> list:
+    "The command line's overrides (`trainer.lr=3e-4`, ...) as W&B tags, when Hydra launched the run."
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return [o[:64] for o in HydraConfig.get().overrides.task] if HydraConfig.initialized() else []
+    except Exception: return []   # no Hydra app around this call (a notebook, a test)
+
 class RunLogger:
     "Scalars to `metrics.jsonl` (always) and to W&B (with `logger=wandb`), images to W&B and disk."
     def __init__(self, cfg, run_dir: Path, enabled: bool = True):
@@ -137,8 +144,10 @@ class RunLogger:
             id_file = self.run_dir / "wandb_id.txt"
             run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
             id_file.write_text(run_id)
-            self.run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.name,
-                                  id=run_id, resume="allow", dir=str(self.run_dir), tags=list(cfg.logger.tags),
+            self.run = wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, name=f"{cfg.name}-seed{cfg.seed}",
+                                  group=cfg.name, job_type="train",      # ablation rows group by experiment in the UI
+                                  id=run_id, resume="allow", dir=str(self.run_dir),
+                                  tags=list(cfg.logger.tags) + _override_tags(),
                                   mode=wandb_mode(cfg.logger.mode),
                                   config=OmegaConf.to_container(cfg, resolve=True))
 

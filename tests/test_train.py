@@ -218,3 +218,41 @@ def test_skip_counts_reach_the_log_from_every_worker(tmp_path, monkeypatch, work
     rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert rows[-1]["data/samples"] == 6 and rows[-1].get("data/test_unusable", 0) >= 1, rows[-1]
     assert all(rows[i]["data/samples"] < rows[i + 1]["data/samples"] for i in range(len(rows) - 1))
+
+
+def test_wandb_runs_group_by_experiment(tmp_path, monkeypatch):
+    "group = experiment name, job_type = train, the name carries the seed: ablation rows group in the W&B UI."
+    import wandb
+    seen = {}
+    class FakeRun:
+        summary = {}
+        def log(self, *a, **k): pass
+        def finish(self): pass
+    monkeypatch.setattr(wandb, "init", lambda **kw: (seen.update(kw), FakeRun())[1])
+    train(compose([*FAST, "experiment=abl_id_none", "logger=wandb", "model.pretrained=random", "trainer.max_steps=1",
+                   "trainer.checkpoint_every=1", "seed=3", f"run_dir={tmp_path}"]))
+    assert seen["group"] == "abl_id_none" and seen["job_type"] == "train" and seen["name"] == "abl_id_none-seed3"
+    assert seen["config"]["seed"] == 3
+
+
+OVERRIDE_TAGS = """
+import sys, wandb
+class FakeRun:
+    summary = {}
+    def log(self, *a, **k): pass
+    def finish(self): pass
+wandb.init = lambda **kw: (print("TAGS", kw["tags"]), FakeRun())[1]
+from anydoor.train import main
+sys.argv = ["anydoor.train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_command_line_overrides_become_wandb_tags(tmp_path):
+    args = [a for a in FAST if not a.startswith("logger=")] + ["logger=wandb", "trainer.max_steps=1",
+                                                                "trainer.checkpoint_every=1", "trainer.lr=3e-4"]
+    res = subprocess.run([sys.executable, "-c", OVERRIDE_TAGS, *args], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = [l for l in res.stdout.splitlines() if l.startswith("TAGS")][0]
+    assert "'trainer.lr=3e-4'" in line and "'logger=wandb'" in line

@@ -12,7 +12,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .core import check_tensor
 
 # %% auto #0
-__all__ = ['ddim_scheduler', 'generate']
+__all__ = ['DETAIL_BATCH', 'ddim_scheduler', 'generate']
 
 # %% ../nbs/11_sampling.ipynb #9fcf6bff
 def ddim_scheduler(noise_scheduler) -> DDIMScheduler:
@@ -21,6 +21,8 @@ def ddim_scheduler(noise_scheduler) -> DDIMScheduler:
                                      set_alpha_to_one=False, clip_sample=False)
 
 # %% ../nbs/11_sampling.ipynb #4f5d125e
+DETAIL_BATCH = 64   # samples per batched detail forward in `generate` (bounds the residuals held at once)
+
 @torch.no_grad()
 def generate(model,                        # anydoor.model.AnyDoor
              reference: torch.Tensor,      # (B, 3, R, R) in [0, 1], white background
@@ -69,14 +71,23 @@ def generate(model,                        # anydoor.model.AnyDoor
     if cfg:
         tokens = torch.cat([model.id_extractor.uncond_tokens(B).to(tokens), tokens])   # (2B, T, D)
         hint = torch.cat([hint, hint])                                           # (2B, 4, S, S): same hint
-    # The released detail branch sees the hint, t and the ID tokens, never x_t: all its work can happen before the
-    # loop, once per object — the N images of one object share it
-    pre = model.detail_residuals(scheduler.timesteps, tokens, hint, control_scale) if precompute_detail else None
-    if N > 1:                                                      # object-major: object 0's N images, then object 1's
-        halves = lambda z: z.chunk(2) if cfg else (z,)
-        expand = lambda z: torch.cat([h.repeat_interleave(N, 0) for h in halves(z)])
-        tokens, hint = expand(tokens), expand(hint)
-    residuals = lambda i: None if pre is None else pre[i] if N == 1 else (tuple(expand(d) for d in pre[i][0]), expand(pre[i][1]))
+    # The released detail branch sees the hint, t and the ID tokens, never x_t: its work for a run of steps is one
+    # batched forward, done once per object (the N images of one object share it) and a chunk of steps at a time, so
+    # that only one chunk's residuals are held in memory
+    halves = lambda z: z.chunk(2) if cfg else (z,)
+    expand = lambda z: z if N == 1 else torch.cat([h.repeat_interleave(N, 0) for h in halves(z)])   # object-major
+    obj_tokens, obj_hint = tokens, hint
+    tokens, hint = expand(tokens), expand(hint)
+    ahead, per_chunk = {}, max(1, DETAIL_BATCH // obj_hint.shape[0])
+    def residuals(i):
+        if not precompute_detail: return None
+        if i not in ahead:
+            chunk = model.detail_residuals(scheduler.timesteps[i:i + per_chunk], obj_tokens, obj_hint, control_scale,
+                                           max_batch=DETAIL_BATCH)
+            if chunk is None: return None                      # a standard ControlNet, or no detail branch: per step
+            ahead.clear(); ahead.update(enumerate(chunk, start=i))
+        down, mid = ahead[i]
+        return tuple(expand(d) for d in down), expand(mid)
     shape = (B * N, model.latent_channels, model.latent_size, model.latent_size)
     if latents is None:
         latents = randn_tensor(shape, generator=generator, device=dev, dtype=dtype)

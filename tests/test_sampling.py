@@ -40,3 +40,18 @@ def test_detail_residuals_in_chunks_and_fallbacks(batch):
     assert model.detail_residuals(ts, tokens, hint, control_scale=0) is None
     assert AnyDoor.tiny(sees_latent=True).detail_residuals(ts, tokens, hint) is None
     assert AnyDoor.tiny(detail_enabled=False).detail_residuals(ts, tokens, hint) is None
+
+
+def test_residuals_computed_a_chunk_at_a_time_equal_the_per_step_loop(batch, monkeypatch):
+    "With a small DETAIL_BATCH the loop holds one chunk of steps' residuals at a time: same output, several forwards."
+    import anydoor.sampling as sampling
+    model = AnyDoor.tiny(seed=1).eval()
+    ref, hint = batch["reference"], batch["hint"]
+    a = generate(model, ref, hint, num_inference_steps=7, guidance_scale=3.0, generator=torch.Generator().manual_seed(0),
+                 precompute_detail=False)
+    calls = []
+    hook = model.detail.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    monkeypatch.setattr(sampling, "DETAIL_BATCH", 12)                  # 12 // (2 x 3) = 2 steps per forward
+    try: b = generate(model, ref, hint, num_inference_steps=7, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    finally: hook.remove()
+    assert calls == [12, 12, 12, 6] and torch.allclose(a, b, atol=1e-5)

@@ -400,7 +400,6 @@ class AnyDoorPipeline(DiffusionPipeline):
         rngs = {k: np.random.default_rng(s) for k, s in seeds.items()}
         scenes = [sc for sc, _ in jobs for _ in range(N)]                       # scene i's copy j at i*N + j
         crop_infos = [[] for _ in scenes]
-        final_latents = []
         def loop(timesteps):                                                   # the UNet is driven block by block:
             _onload(self.unet)                                                 # fire its offload hook ourselves
             return self.progress_bar(timesteps)
@@ -429,18 +428,17 @@ class AnyDoorPipeline(DiffusionPipeline):
                            generator=g, latents=start, progress=loop, scheduler=self.scheduler,
                            num_images_per_prompt=per, callback=step_end, interrupted=lambda: self._interrupt,
                            output_type="latent" if output_type == "latent" else "image")   # (units*per, ...)
-            if output_type == "latent": final_latents.append(out); continue
+            if output_type == "latent": break                  # one object per scene (checked): one round
             crops = out.float().cpu()                                          # (units*per, 3, S, S) in [-1, 1]
             # 6. Paste back into the scene (hard, or feathered over `blend` pixels)
-            targets = [(i * N + j, infos[u]) for u, (i, _) in enumerate(units) for j in range(N)] if shared else \
-                      [(i * N + j, infos[u]) for u, (i, j) in enumerate(units)]
+            targets = [(i * N + c, infos[u]) for u, (i, j) in enumerate(units)      # a shared unit serves all N copies
+                       for c in (range(N) if j is None else (j,))]
             for (s_idx, info), crop in zip(targets, crops):
                 scenes[s_idx] = paste_back(crop, scenes[s_idx], info, blend=float(blend), region=paste_region)
                 crop_infos[s_idx].append(info)
         if output_type == "latent":
             self.maybe_free_model_hooks()
-            return AnyDoorPipelineOutput(images=final_latents[0], crop_infos=crop_infos) if return_dict \
-                else (final_latents[0], crop_infos)
+            return AnyDoorPipelineOutput(images=out, crop_infos=crop_infos) if return_dict else (out, crop_infos)
         # 7. Post-process
         self.maybe_free_model_hooks()
         images = _to_output(scenes, output_type)

@@ -181,7 +181,9 @@ def validate_config(cfg) -> None:
     step, patch = (64, 14) if m.preset == "sd21" else (8, None)   # VAE x UNet downsampling; DINOv2's patch
     if m.image_size < step or m.image_size % step:
         raise ValueError(f"`model.image_size` must be a positive multiple of {step} for the {m.preset} preset, got {m.image_size}")
-    patch = patch or max(4, m.reference_size // 8)                # the toy encoders' patch (id_extractor.tiny_patch_size)
+    if patch is None:                                              # the toy encoders' patch follows the reference
+        from anydoor.id_extractor import tiny_patch_size
+        patch = tiny_patch_size(m.reference_size)
     if m.reference_size < patch or m.reference_size % patch:
         raise ValueError(f"`model.reference_size` must be a positive multiple of the encoder's patch {patch}, got {m.reference_size}")
     for group in ("id", "detail"):

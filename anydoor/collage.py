@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from .core import (check_tensor, check_same_size, check_box, image_to_tensor, mask_to_tensor,
                           mask_to_box)
-from .hifreq import high_frequency_map
+from .hifreq import high_frequency_map, erosion_for
 
 # %% auto #0
 __all__ = ['COLLAGES', 'prepare_reference', 'perturb_mask', 'CropInfo', 'TargetOutput', 'prepare_target', 'paste_back']
@@ -229,7 +229,7 @@ def _box_to_frame(box, pad, scale: float, S: int) -> tuple:
     return x0, y0, x1, y1
 
 # %% ../nbs/02_collage.ipynb #c97f2ae4
-COLLAGES = ("hifreq", "raw", "none")
+COLLAGES = ("hifreq", "hifreq_4px", "raw", "none")
 
 def _check_pair(lohi, name: str, lo_min: float) -> tuple:
     if (not isinstance(lohi, (tuple, list)) or len(lohi) != 2
@@ -250,7 +250,7 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
                    box_expand: float = 1.1,    # the box is expanded by this ratio (SPEC §4.1)
                    crop_ratio: tuple = (1.5, 3.0),  # crop = box x U[crop_ratio] (training: (1.3, 3.0))
                    shape_control=False,        # False: box; True: `mask` as the 4th channel; float p: perturbed mask w.p. p
-                   collage: str = "hifreq",    # what fills the box: "hifreq" (paper), "raw" (object), "none" (erased)
+                   collage: str = "hifreq",    # what fills the box: "hifreq" (paper), "hifreq_4px", "raw" (object), "none" (erased)
                    max_box_fraction=0.8,       # reject a box wider/taller than this fraction of the scene (None: never)
                    rng=None,                   # numpy Generator
                    pad_mask_value: float = -1.0, # mask channel where the crop was padded: -1 (released training), 1 (released inference)
@@ -299,8 +299,10 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
     bx0, by0, bx1, by1 = box[0] - cx0, box[1] - cy0, box[2] - cx0, box[3] - cy0  # the box inside the crop
     # 4. Collage: the whole box is replaced
     filled = crop.clone()
-    if collage == "hifreq":
-        filled[:, by0:by1, bx0:bx1] = _resize(high_frequency_map(reference, reference_mask), (bh, bw))
+    if collage in ("hifreq", "hifreq_4px"):
+        # the released erosion is 4 px of a 224-px reference; "hifreq" scales it to this reference's size
+        erosion = erosion_for(min(reference.shape[-2:])) if collage == "hifreq" else 4
+        filled[:, by0:by1, bx0:bx1] = _resize(high_frequency_map(reference, reference_mask, erosion=erosion), (bh, bw))
     elif collage == "raw":
         filled[:, by0:by1, bx0:bx1] = _resize(reference * reference_mask, (bh, bw))
     else:

@@ -289,15 +289,16 @@ def load_for_evaluation(path):
 def main(argv=None) -> dict:
     "`python -m anydoor.evaluate PATH [--num-identities 64] [--seeds 0 1 2] [--out metrics.json]`"
     import argparse, json
+    from anydoor.collage import COLLAGES
     p = argparse.ArgumentParser(prog="python -m anydoor.evaluate", description="Evaluate a saved AnyDoor on held-out toy identities.")
     p.add_argument("path"); p.add_argument("--num-identities", type=int, default=HELDOUT_IDENTITIES)
     p.add_argument("--pairs-per-identity", type=int, default=1); p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20); p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--collage", default="hifreq", choices=("hifreq", "raw", "none")); p.add_argument("--out")
+    p.add_argument("--collage", default=None, choices=COLLAGES, help="default: the collage the model was trained on"); p.add_argument("--out")
     a = p.parse_args(argv)
     try:
         model = load_for_evaluation(a.path)
-        batch, gallery = heldout_batch(model, a.num_identities, a.collage, a.pairs_per_identity)
+        batch, gallery = heldout_batch(model, a.num_identities, a.collage or model.settings.collage, a.pairs_per_identity)
     except (FileNotFoundError, ValueError) as e: p.error(str(e))
     m, _ = evaluate_batch(model, batch, gallery, seeds=a.seeds, num_inference_steps=a.steps, guidance_scale=a.guidance)
     m.update(path=str(a.path), seeds=list(a.seeds), num_inference_steps=a.steps, guidance_scale=a.guidance)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .core import check_tensor, check_same_size
 
 # %% auto #0
-__all__ = ['high_frequency_steps', 'high_frequency_map']
+__all__ = ['RELEASED_EROSION', 'RELEASED_REFERENCE_SIZE', 'high_frequency_steps', 'high_frequency_map', 'erosion_for']
 
 # %% ../nbs/01_hifreq.ipynb #d352bbd1
 def _reflect101_pad(x: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,7 @@ def _reflect101_pad(x: torch.Tensor) -> torch.Tensor:
 
 def _erode(mask: torch.Tensor,          # (B,1,H,W) in {0,1}
            kernel: int = 5,             # side of the square structuring element
-           iterations: int = 2,
+           iterations: int = 2,         # 5x5 twice: the released erosion (4 px)
           ) -> torch.Tensor:
     "Binary erosion with a square kernel; the image border does not erode (OpenCV's default)."
     for _ in range(iterations):
@@ -59,6 +59,11 @@ def _check_work_size(work_size):
         raise ValueError(f"`work_size` must be None, a positive int or (height, width), got {work_size!r}")
     return tuple(work_size)
 
+def _check_erosion(erosion) -> int:
+    if isinstance(erosion, bool) or not isinstance(erosion, int) or erosion < 0:
+        raise ValueError(f"`erosion` must be an int >= 0 (pixels eroded from the mask), got {erosion!r}")
+    return erosion
+
 def _at_work_size(image, mask, work_size) -> tuple:
     "Checked float inputs at the working size, `(B,3,h,w)` and `(B,1,h,w)`, and `back`, which returns a result to the caller's form."
     mask = _check_image_mask(image, mask)
@@ -83,11 +88,13 @@ def high_frequency_steps(image: torch.Tensor,    # (B,3,H,W) or (3,H,W) float in
                          mask: torch.Tensor,     # (B,1,H,W) or (1,H,W), thresholded at 0.5
                          thresh: int = 50,       # edge values below this (of 255) are dropped
                          work_size=None,         # None: native resolution; 256: the released code's detour
+                         erosion: int = 4,       # px eroded from the mask (released: 5x5 twice = 4)
                         ) -> dict:
     "Every intermediate of the released high-frequency recipe (SPEC §3), as a dict of tensors."
     x, m, back = _at_work_size(image, mask, work_size)
+    erosion = _check_erosion(erosion)
     levels = (x * 255).round().clamp(0, 255)                          # 8-bit levels   (B, 3, h, w)
-    eroded = _erode((m > 0.5).float())                                # M_erode        (B, 1, h, w)
+    eroded = _erode((m > 0.5).float(), 2 * erosion + 1, 1)            # M_erode        (B, 1, h, w)
     ax, ay = _sobel_magnitudes(levels)                                # |Gx|, |Gy|     (B, 3, h, w)
     edges = ((ax + ay) * 0.5).round().amax(dim=1, keepdim=True)       # max_c E^c      (B, 1, h, w)
     masked = edges * eroded
@@ -111,6 +118,7 @@ def _erode_square(mask: torch.Tensor,   # (B,1,H,W) in {0,1}
 def _high_frequency_fast(x: torch.Tensor,      # (B,3,h,w) float in [0,1]
                          m: torch.Tensor,      # (B,1,h,w) float
                          thresh: int,
+                         erosion: int = 4,     # px eroded from the mask
                          chunk: int = 2,       # images per chunk: the intermediates stay in cache
                         ) -> torch.Tensor:
     "The released recipe's output `(B,3,h,w)`, as `high_frequency_steps` computes it, faster."
@@ -119,7 +127,7 @@ def _high_frequency_fast(x: torch.Tensor,      # (B,3,h,w) float in [0,1]
         xi, mi = x[i:i + chunk], m[i:i + chunk]
         ax, ay = _sobel_magnitudes((xi * 255).round_())                                  # (b, 3, h, w) each
         e = ax.add_(ay).mul_(0.5).round_().amax(1, keepdim=True)                         # (b, 1, h, w)
-        e.mul_(_erode_square((mi > 0.5).float()))
+        e.mul_(_erode_square((mi > 0.5).float(), 2 * erosion + 1))
         e.masked_fill_(e < thresh, 0.0)
         torch.mul(e.div_(255), xi, out=out[i:i + chunk])                                 # written in place
     return out
@@ -128,7 +136,16 @@ def high_frequency_map(image: torch.Tensor,  # (B,3,H,W) or (3,H,W) float in [0,
                        mask: torch.Tensor,   # (B,1,H,W) or (1,H,W), thresholded at 0.5
                        thresh: int = 50,     # edge values below this (of 255) are dropped
                        work_size=None,       # None: native resolution; 256: the released code's detour
+                       erosion: int = 4,     # px eroded from the mask (released: 4; `erosion_for` scales it)
                       ) -> torch.Tensor:
     "High-frequency map of an object (SPEC §3, the released recipe): same shape as `image`, in [0,1]."
     x, m, back = _at_work_size(image, mask, work_size)
-    return back(_high_frequency_fast(x, m, thresh))
+    return back(_high_frequency_fast(x, m, thresh, _check_erosion(erosion)))
+
+RELEASED_EROSION, RELEASED_REFERENCE_SIZE = 4, 224   # the released recipe erodes 4 px of a 224-px reference
+
+def erosion_for(reference_size: int) -> int:
+    "The released erosion scaled to a `reference_size`-px reference (4 at 224), at least 1 px so the cut-out's outline goes."
+    if isinstance(reference_size, bool) or not isinstance(reference_size, int) or reference_size < 1:
+        raise ValueError(f"`reference_size` must be a positive int, got {reference_size!r}")
+    return max(1, round(RELEASED_EROSION * reference_size / RELEASED_REFERENCE_SIZE))

@@ -107,7 +107,7 @@ def test_perturb_mask_contract():
 
 
 # ---------------------------------------------------------------- prepare_target
-@pytest.mark.parametrize("collage", ["hifreq", "raw", "none"])
+@pytest.mark.parametrize("collage", ["hifreq", "hifreq_4px", "raw", "none"])
 @pytest.mark.parametrize("size", [16, 32, 64, 512])
 def test_target_shapes_ranges(ref, collage, size):
     scene = sample_scene("coffee")
@@ -377,3 +377,33 @@ def test_pad_mask_value_released_inference_option():
     assert torch.equal(train.hint[:3], released.hint[:3]) and torch.equal(train.hint[3][~padded], released.hint[3][~padded])
     with pytest.raises(ValueError, match="`pad_mask_value` must be a number in"):
         prepare_target(scene, (380, 40, 451, 110), pad_mask_value=3, reference=ref, reference_mask=ref_mask, size=64)
+
+
+# ---------------------------------------------------------------- the erosion of the high-frequency collage
+@pytest.mark.parametrize("R", [32, 64, 224])
+def test_hifreq_collage_erosion_scales_with_the_reference(gift, R):
+    """"hifreq" erodes erosion_for(R) px (4 at the paper's 224 px, 1 at toy sizes); "hifreq_4px" the released 4 px always.
+
+    The box of the hint must hold exactly the high-frequency map with that erosion, resized to the box.
+    """
+    from anydoor.hifreq import erosion_for, high_frequency_map
+    reference, reference_mask = prepare_reference(*gift, size=R)
+    scene = sample_scene("coffee")
+    hints = {}
+    for collage in ("hifreq", "hifreq_4px"):
+        out = prepare_target(scene, (250, 100, 400, 220), reference=reference, reference_mask=reference_mask, size=512,
+                             crop_ratio=(1.0, 1.0), collage=collage, rng=np.random.default_rng(0))
+        hints[collage] = out.hint
+    for collage, erosion in (("hifreq", erosion_for(R)), ("hifreq_4px", 4)):
+        # the box fills the crop's middle; the map resized to the box, then the crop to 512, as prepare_target does
+        hf = high_frequency_map(reference, reference_mask, erosion=erosion)
+        other = high_frequency_map(reference, reference_mask, erosion=4 if erosion != 4 else 1)
+        x0, y0, x1, y1 = out.box
+        inner = hints[collage][:3, y0 + 2:y1 - 2, x0 + 2:x1 - 2]
+        want = F.interpolate(hf[None], size=(y1 - y0, x1 - x0), mode="bilinear", antialias=True)[0, :, 2:-2, 2:-2] * 2 - 1
+        alt = F.interpolate(other[None], size=(y1 - y0, x1 - x0), mode="bilinear", antialias=True)[0, :, 2:-2, 2:-2] * 2 - 1
+        assert (inner - want).abs().mean() < (inner - alt).abs().mean(), (collage, R)
+    if R == 224: assert torch.equal(hints["hifreq"], hints["hifreq_4px"])          # the released map at the paper's size
+    else:
+        lit = {c: ((h[:3] + 1) / 2).amax(0)[out.box_mask[0] > 0].gt(0.05).float().mean().item() for c, h in hints.items()}
+        assert lit["hifreq"] > lit["hifreq_4px"], lit                              # more of the object reaches the box

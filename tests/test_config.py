@@ -4,7 +4,8 @@ from omegaconf import OmegaConf
 
 from anydoor.config import compose, list_experiments
 
-ROWS = {"abl_id_global": "id", "abl_id_none": "id", "abl_collage_raw": "detail", "abl_detail_none": "detail",
+ROWS = {"abl_id_global": "id", "abl_id_none": "id", "abl_collage_raw": "detail", "abl_collage_4px": "detail",
+        "abl_detail_none": "detail",
         "abl_sees_latent": "detail", "abl_timesteps_uniform": "timesteps", "abl_data_video": "data",
         "abl_data_images": "data"}
 

@@ -104,3 +104,18 @@ def test_shipped_model_judged_record():
     assert rec["identity_top1"] - rec["identity_top1_ci95"] > rec["identity_chance"]
     assert rec["judge_identity"] - rec["judge_identity_ci95"] <= rec["judge_identity_chance"]
     assert rec["psnr_box"] < rec["psnr_box_mean_fill"]
+
+
+def test_evaluate_command_uses_the_collage_the_model_was_trained_on(monkeypatch):
+    "No --collage: the model's recorded collage (the shipped model records hifreq_4px); --collage overrides it."
+    from anydoor import evaluate
+    from anydoor.cli import shipped_weights
+    seen = []
+    def stop(model, n, collage, pairs):
+        seen.append(collage); raise ValueError("stop here")
+    monkeypatch.setattr(evaluate, "heldout_batch", stop)
+    for extra in ([], ["--collage", "raw"]):
+        with pytest.raises(SystemExit):
+            evaluate.main([str(shipped_weights()), *extra])
+    assert seen == [evaluate.load_for_evaluation(shipped_weights()).settings.collage, "raw"]
+    assert seen[0] == "hifreq_4px"

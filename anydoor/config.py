@@ -30,6 +30,7 @@ class ModelConfig:
     reference_size: int = 32        # R: side of the reference image
     detach_encoder_context: bool = True   # no backward through the frozen UNet encoder (anydoor.injection)
     hint_concat: bool = False       # also concatenate the hint to the UNet input (a toy-scale lever)
+    sample_start: str = "noise"     # sampling starts from noise (released) | hint (its collage noised; the toy's lever)
 
 @dataclass
 class IDConfig:
@@ -130,7 +131,7 @@ def register_configs():
 
 _CHOICES = {
     ("model", "preset"): ("tiny", "sd21"), ("id", "token_mode"): ("all", "global", "none"),
-    ("detail", "collage"): COLLAGES, ("timesteps", "mode"): ("adaptive", "uniform"),
+    ("detail", "collage"): COLLAGES, ("model", "sample_start"): ("noise", "hint"), ("timesteps", "mode"): ("adaptive", "uniform"),
     ("logger", "name"): ("wandb", "none"), ("logger", "mode"): ("auto", "offline", "online", "disabled"),
     ("trainer", "mixed_precision"): ("no", "fp16", "bf16"),
     ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "mix"),

@@ -24,9 +24,9 @@ from .injection import injected_unet_forward, apply_freezing_policy, UNET_DECODE
 from .timesteps import sample_timesteps, DATA_KINDS, TIMESTEP_MODES
 
 # %% auto #0
-__all__ = ['SD21_UNET_CONFIG', 'SD_VAE_CONFIG', 'DINOV2_GIANT_CONFIG', 'ANYDOOR_CONFIG', 'BATCH_KEYS', 'PixelCodec',
-           'codec_downsample_factor', 'codec_latent_channels', 'sd21_scheduler', 'AnyDoorSettings', 'widen_conv_in',
-           'load_codec', 'AnyDoor', 'spec_trainable_names']
+__all__ = ['SAMPLE_STARTS', 'SD21_UNET_CONFIG', 'SD_VAE_CONFIG', 'DINOV2_GIANT_CONFIG', 'ANYDOOR_CONFIG', 'BATCH_KEYS',
+           'PixelCodec', 'codec_downsample_factor', 'codec_latent_channels', 'sd21_scheduler', 'AnyDoorSettings',
+           'widen_conv_in', 'load_codec', 'AnyDoor', 'spec_trainable_names']
 
 # %% ../nbs/07_model.ipynb #e4441a3f
 class PixelCodec(ModelMixin, ConfigMixin):
@@ -65,6 +65,8 @@ def sd21_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "epsi
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=0.00085, beta_end=0.012,
                          beta_schedule="scaled_linear", prediction_type=prediction_type, clip_sample=False)
 
+SAMPLE_STARTS = ("noise", "hint")   # what the sampler starts from (anydoor.sampling.generate)
+
 @dataclass
 class AnyDoorSettings:
     "The model-level switches of AnyDoor (the rest live in the components' configs)."
@@ -74,6 +76,7 @@ class AnyDoorSettings:
     timestep_mode: str = "adaptive"        # anydoor.timesteps: adaptive (SPEC §7) | uniform
     uniform_prob: float = 0.3              # adaptive mode's share of uniform draws
     collage: str = "hifreq"                # what fills the box in the hint it was trained on: hifreq (paper) | raw | none
+    sample_start: str = "noise"            # what sampling starts from: noise (released) | hint (its collage, noised: anydoor.sampling)
 
 def widen_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:
     "Add `extra_channels` zero-initialised input channels to `unet.conv_in` (its output is unchanged)."
@@ -136,6 +139,8 @@ class AnyDoor(nn.Module):
             raise TypeError(f"`noise_scheduler` must be a diffusers scheduler, got {type(noise_scheduler).__name__}")
         if s.collage not in COLLAGES:
             raise ValueError(f"`collage` must be one of {COLLAGES}, got {s.collage!r}")
+        if s.sample_start not in SAMPLE_STARTS:
+            raise ValueError(f"`sample_start` must be one of {SAMPLE_STARTS}, got {s.sample_start!r}")
         if s.timestep_mode not in TIMESTEP_MODES:
             raise ValueError(f"`timestep_mode` must be one of {TIMESTEP_MODES}, got {s.timestep_mode!r}")
         in_ch = C + (4 if s.hint_concat else 0)

@@ -233,10 +233,11 @@ class AnyDoorPipeline(DiffusionPipeline):
                  image_size: int = 512,                # S, the side of the target crop
                  hint_concat: bool = False,            # the hint is also concatenated to the UNet input
                  collage: str = "hifreq",              # what fills the box in the hint ("hifreq" | "raw" | "none")
+                 sample_start: str = "noise",          # what sampling starts from: "noise" (released) | "hint"
                 ):
         super().__init__()
         self.register_modules(vae=vae, unet=unet, detail=detail, id_extractor=id_extractor, scheduler=scheduler)
-        self.register_to_config(image_size=image_size, hint_concat=hint_concat, collage=collage)
+        self.register_to_config(image_size=image_size, hint_concat=hint_concat, collage=collage, sample_start=sample_start)
         self._model()                                  # AnyDoor's checks: the components must fit together
 
     @classmethod
@@ -249,7 +250,8 @@ class AnyDoorPipeline(DiffusionPipeline):
             raise TypeError(f"`model` must be an anydoor.model.AnyDoor, got {type(model).__name__}")
         return cls(vae=model.codec, unet=model.unet, detail=model.detail, id_extractor=model.id_extractor,
                    scheduler=ddim_scheduler(model.noise_scheduler), image_size=model.image_size,
-                   hint_concat=model.settings.hint_concat, collage=collage or model.settings.collage)
+                   hint_concat=model.settings.hint_concat, collage=collage or model.settings.collage,
+                   sample_start=model.settings.sample_start)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "AnyDoorPipeline":
@@ -291,7 +293,7 @@ class AnyDoorPipeline(DiffusionPipeline):
         view = self.__dict__.get("_view")
         if view is None or self.__dict__.get("_view_key") != key:
             settings = AnyDoorSettings(image_size=self.config.image_size, hint_concat=self.config.hint_concat,
-                                       collage=self.config.collage)
+                                       collage=self.config.collage, sample_start=self.config.get("sample_start", "noise"))
             view = _PipelineModel(self.vae, self.unet, self.detail, self.id_extractor, self.scheduler, settings)
             self.__dict__["_view"], self.__dict__["_view_key"] = view, key
         return view
@@ -363,6 +365,7 @@ class AnyDoorPipeline(DiffusionPipeline):
                  callback_on_step_end=None,    # f(pipe, step, t, callback_kwargs) -> dict, after every denoising step
                  callback_on_step_end_tensor_inputs: list = ("latents",), # what callback_kwargs hold
                  pad_mask_value: float = -1.0, # the hint's mask channel in the crop's padding: -1 (training), 1 (released demo)
+                 sample_start: str | None = None, # "noise" (released) | "hint"; None: the pipeline's config (the model's setting)
                 ) -> AnyDoorPipelineOutput | tuple:
         "Insert each reference object into its scene at its box; returns the full scenes (`.images`)."
         # 1. Check inputs
@@ -427,7 +430,8 @@ class AnyDoorPipeline(DiffusionPipeline):
                            guidance_scale=float(guidance_scale), control_scale=float(control_scale), eta=float(eta),
                            generator=g, latents=start, progress=loop, scheduler=self.scheduler,
                            num_images_per_prompt=per, callback=step_end, interrupted=lambda: self._interrupt,
-                           output_type="latent" if output_type == "latent" else "image")   # (units*per, ...)
+                           output_type="latent" if output_type == "latent" else "image",
+                           sample_start=sample_start)                                         # (units*per, ...)
             if output_type == "latent": break                  # one object per scene (checked): one round
             crops = out.float().cpu()                                          # (units*per, 3, S, S) in [-1, 1]
             # 6. Paste back into the scene (hard, or feathered over `blend` pixels)

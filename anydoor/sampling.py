@@ -40,6 +40,7 @@ def generate(model,                        # anydoor.model.AnyDoor
              callback=None,                # callback(i, t, latents) -> new latents or None, after every step
              interrupted=None,             # interrupted() -> bool, asked before every step: True skips the rest
              output_type: str = "image",   # "image": decoded crops; "latent": the final latents
+             sample_start: str | None = None, # "noise" (released) | "hint": its collage noised to the first step; None: the model's
             ) -> torch.Tensor:             # (B*N, 3, S, S) generated crops in [-1, 1] (object-major), or latents
     "Denoise target crops with DDIM (or `scheduler`) and classifier-free guidance (SPEC §9)."
     R, S = model.reference_size, model.image_size
@@ -58,6 +59,9 @@ def generate(model,                        # anydoor.model.AnyDoor
         raise ValueError(f"`num_images_per_prompt` must be a positive int, got {N!r}")
     if output_type not in ("image", "latent"):
         raise ValueError(f"`output_type` must be 'image' or 'latent', got {output_type!r}")
+    sample_start = model.settings.sample_start if sample_start is None else sample_start
+    if sample_start not in ("noise", "hint"):
+        raise ValueError(f"`sample_start` must be 'noise' or 'hint', got {sample_start!r}")
     B, dev, dtype = reference.shape[0], model.device, model.dtype
     if scheduler is None: scheduler = ddim_scheduler(model.noise_scheduler)
     takes = inspect.signature(scheduler.step).parameters
@@ -93,7 +97,11 @@ def generate(model,                        # anydoor.model.AnyDoor
         latents = randn_tensor(shape, generator=generator, device=dev, dtype=dtype)
     elif tuple(latents.shape) != shape:
         raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
-    x = latents.to(dev, dtype) * scheduler.init_noise_sigma
+    if sample_start == "noise":
+        x = latents.to(dev, dtype) * scheduler.init_noise_sigma
+    else:   # img2img at strength 1 from the hint's collage: the scene around the box leaks in as training's x_T does
+        z = model.encode(halves(hint)[-1][:, :3]).to(dtype)                      # (B*N, C, h, w): the collage's latents
+        x = scheduler.add_noise(z, latents.to(dev, dtype), scheduler.timesteps[:1].repeat(len(z)))
     steps = scheduler.timesteps if progress is None else progress(scheduler.timesteps)
     for i, t in enumerate(steps):
         if interrupted is not None and interrupted(): continue   # diffusers' `interrupt`: skip the remaining steps

@@ -184,6 +184,12 @@ class RunLogger:
 # %% ../nbs/14_train.ipynb #c16a986e
 def build_model(cfg):
     "The AnyDoor that `cfg.model` / `cfg.id` / `cfg.detail` / `cfg.timesteps` describe."
+    from dataclasses import replace
+    model = _build_model(cfg)
+    model.settings = replace(model.settings, sample_start=cfg.model.sample_start)   # a sampler setting, saved with the model
+    return model
+
+def _build_model(cfg):
     from anydoor.model import AnyDoor
     m = cfg.model
     switches = dict(token_mode=cfg.id.token_mode, detail_enabled=cfg.detail.enabled,

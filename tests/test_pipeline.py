@@ -469,3 +469,32 @@ def test_controlnet_twin_builds_at_sd_size():
     assert twin.text_encoder.config.hidden_size == 1024 and 1024 % twin.text_encoder.config.num_attention_heads == 0
     extra = sum(p.numel() for p in twin.controlnet.parameters()) - sum(p.numel() for p in sd.detail.parameters())
     assert extra == sum(p.numel() for p in twin.controlnet.conv_in.parameters())   # the released branch has no conv_in
+
+
+def test_sample_start_round_trips_and_reaches_the_sampler(gift, scene, tmp_path):
+    "The toy preset samples from the noised collage: the setting survives save/load and the pipeline uses it."
+    import json
+    from dataclasses import replace
+    from anydoor.config import compose
+    from anydoor.train import build_model
+    cfg = compose(["experiment=main", "model.pretrained=random", "logger=none"])
+    m = build_model(cfg)
+    assert m.settings.sample_start == "hint"                               # the toy preset's choice
+    assert build_model(compose(["experiment=main", "model.pretrained=random", "model.sample_start=noise",
+                                "logger=none"])).settings.sample_start == "noise"
+    m.save_pretrained(tmp_path / "m")
+    assert AnyDoor.from_pretrained(tmp_path / "m").settings.sample_start == "hint"
+    p = AnyDoorPipeline.from_pretrained(tmp_path / "m")
+    assert p.config.sample_start == "hint"
+    p.save_pretrained(tmp_path / "p")
+    q = AnyDoorPipeline.from_pretrained(tmp_path / "p")
+    assert q.config.sample_start == "hint" and q._model().settings.sample_start == "hint"
+    run = lambda **k: np.asarray(q(*gift, scene, box=(60, 30, 140, 110), num_inference_steps=2,
+                                   generator=torch.Generator().manual_seed(0), **k).images[0])
+    assert np.array_equal(run(), run(sample_start="hint")) and not np.array_equal(run(), run(sample_start="noise"))
+    # a folder written before the setting existed samples from noise, as released
+    idx = json.loads((tmp_path / "p" / "model_index.json").read_text()); idx.pop("sample_start")
+    (tmp_path / "p" / "model_index.json").write_text(json.dumps(idx))
+    assert AnyDoorPipeline.from_pretrained(tmp_path / "p")._model().settings.sample_start == "noise"
+    with pytest.raises(Exception, match="sample_start"):
+        compose(["experiment=main", "model.sample_start=image"])

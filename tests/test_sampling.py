@@ -55,3 +55,31 @@ def test_residuals_computed_a_chunk_at_a_time_equal_the_per_step_loop(batch, mon
     try: b = generate(model, ref, hint, num_inference_steps=7, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
     finally: hook.remove()
     assert calls == [12, 12, 12, 6] and torch.allclose(a, b, atol=1e-5)
+
+
+def test_sample_start_hint_is_img2img_at_strength_one_from_the_collage(batch):
+    """sample_start="hint": the collage's latents noised to the first timestep, then the same loop as from noise."""
+    from anydoor.sampling import ddim_scheduler
+    from dataclasses import replace
+    model = AnyDoor.tiny(seed=0).eval()
+    ref, hint = batch["reference"], batch["hint"]
+    noise = torch.randn(len(ref), model.latent_channels, model.latent_size, model.latent_size, generator=torch.Generator().manual_seed(1))
+    s = ddim_scheduler(model.noise_scheduler); s.set_timesteps(4)
+    by_hand = s.add_noise(model.encode(hint[:, :3]), noise, s.timesteps[:1].repeat(len(ref)))
+    run = lambda **k: generate(model, ref, hint, num_inference_steps=4, guidance_scale=2.0, **k)
+    from_hint = run(latents=noise, sample_start="hint")
+    assert torch.allclose(from_hint, run(latents=by_hand, sample_start="noise"), atol=1e-6)
+    assert not torch.allclose(from_hint, run(latents=noise, sample_start="noise"), atol=1e-3)
+    # None follows the model's setting; the model's default is the released "noise"
+    assert model.settings.sample_start == "noise" and torch.equal(run(latents=noise), run(latents=noise, sample_start="noise"))
+    model.settings = replace(model.settings, sample_start="hint")
+    assert torch.equal(run(latents=noise), from_hint)
+    # several images per object: each starts from the same collage with its own noise
+    many = generate(model, ref, hint, num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=3,
+                    generator=torch.Generator().manual_seed(0))
+    assert many.shape == (3 * len(ref), 3, model.image_size, model.image_size) and not torch.equal(many[0], many[1])
+    with pytest.raises(ValueError, match="`sample_start` must be 'noise' or 'hint', got 'image'"):
+        run(latents=noise, sample_start="image")
+    with pytest.raises(ValueError, match="`sample_start` must be one of"):
+        AnyDoor.tiny(seed=0).__class__(model.codec, model.unet, model.detail, model.id_extractor, model.noise_scheduler,
+                                       replace(model.settings, sample_start="img"))

@@ -301,7 +301,10 @@ def main(argv=None) -> dict:
         batch, gallery = heldout_batch(model, a.num_identities, a.collage or model.settings.collage, a.pairs_per_identity)
     except (FileNotFoundError, ValueError) as e: p.error(str(e))
     m, _ = evaluate_batch(model, batch, gallery, seeds=a.seeds, num_inference_steps=a.steps, guidance_scale=a.guidance)
-    m.update(path=str(a.path), seeds=list(a.seeds), num_inference_steps=a.steps, guidance_scale=a.guidance)
+    import shlex, sys
+    args = sys.argv[1:] if argv is None else [str(v) for v in argv]
+    m.update(path=str(a.path), seeds=list(a.seeds), num_inference_steps=a.steps, guidance_scale=a.guidance,
+             command=" ".join(["python -m anydoor.evaluate", *map(shlex.quote, args)]))
     print(f"{'judge (± 95%)':16s}{'model':>16s}{'copy-paste':>12s}{'truth':>8s}{'chance':>8s}")
     for k in JUDGED:
         j = "judge_" + k

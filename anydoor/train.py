@@ -14,11 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig, compose, register_configs, validate_config
-from .timesteps import DATA_KINDS, sample_timesteps
+from .timesteps import DATA_KINDS
 
 # %% auto #0
 __all__ = ['RUN_CLAIM', 'ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
-           'wandb_mode', 'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'model_config',
+           'wandb_mode', 'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'unwrap_model',
            'LossModule', 'claim_run_dir', 'rewind_run_dir', 'train', 'format_summary', 'main']
 
 # %% ../nbs/14_train.ipynb #90cafa0d
@@ -220,9 +220,8 @@ def training_losses(model,                 # AnyDoor (or the wrapper accelerate 
                    ) -> tuple:
     "Per-sample ε-MSE losses `(B,)` and the timesteps `(B,)` they were drawn at."
     kinds = batch["data_kind"]
-    T = model_config(model).num_train_timesteps
-    t = sample_timesteps(kinds.cpu(), T, mode=cfg.timesteps.mode, uniform_prob=cfg.timesteps.uniform_prob,
-                         generator=generator).to(kinds.device)                     # (B,)
+    # the model's own sampler draws them (its timestep_mode / uniform_prob, set from cfg.timesteps by build_model)
+    t = unwrap_model(model).sample_timesteps(kinds.cpu(), generator=generator).to(kinds.device)   # (B,)
     reference = batch["reference"]
     if cfg.id.reference_dropout > 0:
         drop = torch.rand(len(kinds), generator=generator) < cfg.id.reference_dropout   # (B,)
@@ -241,11 +240,10 @@ def param_groups(model, cfg) -> list:
               dict(name="id_projector", lr=lr * cfg.id.lr_multiplier, params=[p for p in trainable if id(p) in projector])]
     return [g for g in groups if g["params"]]
 
-def model_config(model):
-    "The noise scheduler config of an AnyDoor, unwrapped from DDP if needed."
+def unwrap_model(model):
+    "The AnyDoor inside what accelerate returns (DDP's `.module`) and the `LossModule` (`.model`)."
     inner = getattr(model, "module", model)
-    inner = getattr(inner, "model", inner)
-    return inner.noise_scheduler.config
+    return getattr(inner, "model", inner)
 
 class LossModule(torch.nn.Module):
     "Wraps AnyDoor so that `forward` is the per-sample loss: what DDP needs to sync gradients."

@@ -256,3 +256,21 @@ def test_command_line_overrides_become_wandb_tags(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     line = [l for l in res.stdout.splitlines() if l.startswith("TAGS")][0]
     assert "'trainer.lr=3e-4'" in line and "'logger=wandb'" in line
+
+
+def test_training_timesteps_come_from_the_models_own_sampler():
+    "One owner for the training timesteps: the model's setting (timestep_mode), which build_model takes from cfg.timesteps."
+    from dataclasses import replace
+    from anydoor.config import compose
+    from anydoor.train import build_model, training_losses, LossModule
+    cfg = compose(["experiment=abl_full", "model.pretrained=random", "logger=none"])
+    model = build_model(cfg)
+    assert model.settings.timestep_mode == cfg.timesteps.mode == "adaptive"
+    batch = dict(reference=torch.rand(64, 3, 32, 32), hint=torch.rand(64, 4, 32, 32) * 2 - 1,
+                 target=torch.rand(64, 3, 32, 32) * 2 - 1, data_kind=torch.zeros(64, dtype=torch.long))
+    draw = lambda m: training_losses(LossModule(m), batch, cfg, torch.Generator().manual_seed(0))[1]
+    t_adaptive = draw(model)
+    assert (t_adaptive < 500).float().mean() > 0.6            # images: mostly the late half (SPEC §7)
+    model.settings = replace(model.settings, timestep_mode="uniform")
+    t_uniform = draw(model)                                   # cfg still says adaptive: the model decides
+    assert (t_uniform >= 500).float().mean() > 0.3 and not torch.equal(t_uniform, t_adaptive)

@@ -10,6 +10,7 @@ from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
 from .core import check_tensor
+from .model import SAMPLE_STARTS
 
 # %% auto #0
 __all__ = ['DETAIL_BATCH', 'ddim_scheduler', 'generate']
@@ -60,8 +61,8 @@ def generate(model,                        # anydoor.model.AnyDoor
     if output_type not in ("image", "latent"):
         raise ValueError(f"`output_type` must be 'image' or 'latent', got {output_type!r}")
     sample_start = model.settings.sample_start if sample_start is None else sample_start
-    if sample_start not in ("noise", "hint"):
-        raise ValueError(f"`sample_start` must be 'noise' or 'hint', got {sample_start!r}")
+    if sample_start not in SAMPLE_STARTS:
+        raise ValueError(f"`sample_start` must be one of {SAMPLE_STARTS}, got {sample_start!r}")
     B, dev, dtype = reference.shape[0], model.device, model.dtype
     if scheduler is None: scheduler = ddim_scheduler(model.noise_scheduler)
     takes = inspect.signature(scheduler.step).parameters

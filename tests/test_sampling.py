@@ -78,7 +78,7 @@ def test_sample_start_hint_is_img2img_at_strength_one_from_the_collage(batch):
     many = generate(model, ref, hint, num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=3,
                     generator=torch.Generator().manual_seed(0))
     assert many.shape == (3 * len(ref), 3, model.image_size, model.image_size) and not torch.equal(many[0], many[1])
-    with pytest.raises(ValueError, match="`sample_start` must be 'noise' or 'hint', got 'image'"):
+    with pytest.raises(ValueError, match=r"`sample_start` must be one of \('noise', 'hint'\), got 'image'"):
         run(latents=noise, sample_start="image")
     with pytest.raises(ValueError, match="`sample_start` must be one of"):
         AnyDoor.tiny(seed=0).__class__(model.codec, model.unet, model.detail, model.id_extractor, model.noise_scheduler,

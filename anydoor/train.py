@@ -186,7 +186,8 @@ def build_model(cfg):
     "The AnyDoor that `cfg.model` / `cfg.id` / `cfg.detail` / `cfg.timesteps` describe."
     from dataclasses import replace
     model = _build_model(cfg)
-    model.settings = replace(model.settings, sample_start=cfg.model.sample_start)   # a sampler setting, saved with the model
+    # a sampler setting, saved with the model (a config written before it existed samples from noise, as it did)
+    model.settings = replace(model.settings, sample_start=cfg.model.get("sample_start", "noise"))
     return model
 
 def _build_model(cfg):

@@ -498,3 +498,7 @@ def test_sample_start_round_trips_and_reaches_the_sampler(gift, scene, tmp_path)
     assert AnyDoorPipeline.from_pretrained(tmp_path / "p")._model().settings.sample_start == "noise"
     with pytest.raises(Exception, match="sample_start"):
         compose(["experiment=main", "model.sample_start=image"])
+    # a run's config.yaml written before the setting existed still builds, and samples from noise as it did
+    from omegaconf import OmegaConf
+    old = OmegaConf.create(OmegaConf.to_container(cfg)); del old.model["sample_start"]
+    assert build_model(old).settings.sample_start == "noise"

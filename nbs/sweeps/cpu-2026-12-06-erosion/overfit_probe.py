@@ -1,11 +1,14 @@
 """Memorise 16 training samples (the main recipe, one fixed batch, 300 AdamW steps), then sample them back.
 
     python nbs/sweeps/cpu-2026-12-06-erosion/overfit_probe.py 300 > overfit_probe.txt
+    python nbs/sweeps/cpu-2026-12-06-erosion/overfit_probe.py 300 1000 > overfit_probe_weighted_1000.txt
 
 If sampling reproduced what training fitted, the background of these very samples would come back far above
 the held-out ~15 dB. It does not: one-step x̂₀ from the noised target is 25-33 dB at t = 800-400, but DDIM from pure
-noise gives 15.5 dB and even from the noised target (an oracle start) only 21 dB. Measured 2026-12-06, 2-core CPU,
-one torch thread, beside a training run."""
+noise gives 15.5 dB and even from the noised target (an oracle start) only 21 dB. With a second argument WMAX > 0
+each sample's ε-MSE is weighted by min(1/ᾱ_t, WMAX): ε-prediction with v-prediction's weighting, which counts the
+error of x̂₀ at high t about 200x more than plain ε-MSE; WMAX = 0 (the default) is plain ε-MSE, the same draws.
+Measured 2026-12-06, 2-core CPU, one torch thread, beside a training run."""
 import sys, time, torch
 from anydoor.config import compose
 from anydoor.train import build_model, build_dataset, param_groups
@@ -13,7 +16,7 @@ from anydoor.data import collate
 from anydoor.evaluate import masked_psnr
 from anydoor.sampling import generate
 torch.set_num_threads(1)
-steps = int(sys.argv[1]); over = sys.argv[2:]
+steps = int(sys.argv[1]); WMAX = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0; over = sys.argv[3:]
 cfg = compose(["experiment=main", "logger=none"] + over)
 torch.manual_seed(0)
 model = build_model(cfg); model.train()
@@ -23,7 +26,12 @@ opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.trainer.lr, weight_deca
 g = torch.Generator().manual_seed(0)
 t0 = time.time()
 for s in range(steps):
-    loss = model.loss({k: batch[k] for k in ("reference", "hint", "target", "data_kind")}, generator=g)
+    b = {k: batch[k] for k in ("reference", "hint", "target", "data_kind")}
+    b["timesteps"] = model.sample_timesteps(b["data_kind"], generator=g)
+    per = model.loss(b, reduction="none", generator=g)
+    ab = model.noise_scheduler.alphas_cumprod[b["timesteps"]]
+    w = (1 / ab).clamp(max=WMAX) if WMAX > 0 else torch.ones_like(ab)
+    loss = (w * per).sum() / w.sum()
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     if s % 50 == 0: print(s, round(loss.item(), 4), round(time.time() - t0), flush=True)
 model.eval()

@@ -101,7 +101,7 @@ def generate(model,                        # anydoor.model.AnyDoor
     if sample_start == "noise":
         x = latents.to(dev, dtype) * scheduler.init_noise_sigma
     else:   # img2img at strength 1 from the hint's collage: the scene around the box leaks in as training's x_T does
-        z = model.encode(halves(hint)[-1][:, :3]).to(dtype)                      # (B*N, C, h, w): the collage's latents
+        z = model.encode(halves(obj_hint)[-1][:, :3]).to(dtype).repeat_interleave(N, 0)   # (B*N, C, h, w): once per object
         x = scheduler.add_noise(z, latents.to(dev, dtype), scheduler.timesteps[:1].repeat(len(z)))
     steps = scheduler.timesteps if progress is None else progress(scheduler.timesteps)
     for i, t in enumerate(steps):

@@ -78,6 +78,12 @@ def test_sample_start_hint_is_img2img_at_strength_one_from_the_collage(batch):
     many = generate(model, ref, hint, num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=3,
                     generator=torch.Generator().manual_seed(0))
     assert many.shape == (3 * len(ref), 3, model.image_size, model.image_size) and not torch.equal(many[0], many[1])
+    lat = torch.randn(3 * len(ref), model.latent_channels, model.latent_size, model.latent_size,
+                      generator=torch.Generator().manual_seed(2))
+    shared = generate(model, ref, hint, num_inference_steps=2, guidance_scale=2.0, num_images_per_prompt=3, latents=lat)
+    one_by_one = generate(model, ref.repeat_interleave(3, 0), hint.repeat_interleave(3, 0), num_inference_steps=2,
+                          guidance_scale=2.0, latents=lat)       # each copy starts from its object's own collage
+    assert torch.allclose(shared, one_by_one, atol=1e-5)
     with pytest.raises(ValueError, match=r"`sample_start` must be one of \('noise', 'hint'\), got 'image'"):
         run(latents=noise, sample_start="image")
     with pytest.raises(ValueError, match="`sample_start` must be one of"):

@@ -12,7 +12,8 @@ from pathlib import Path
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SHIPPED_FOLDER', 'shipped_weights', 'parse_box', 'build_parser', 'load_pipeline', 'main']
+__all__ = ['SHIPPED_FOLDER', 'BATCH_COLUMNS', 'shipped_weights', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline',
+           'main']
 
 # %% ../nbs/17_cli.ipynb #77c96b5d
 SHIPPED_FOLDER = "anydoor-tiny"   # a pipeline folder or a training run's model/ folder, as package data
@@ -66,10 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `anydoor-insert`."
     ap = argparse.ArgumentParser(prog="anydoor-insert", description="Insert an object (reference image + mask) into "
                                  "a scene at a box with AnyDoor (zero-shot object-level image customization).")
-    ap.add_argument("--reference", action="append", required=True, metavar="IMAGE",
+    ap.add_argument("--reference", action="append", metavar="IMAGE",
                     help="the object's image; repeat for several objects (RGBA: alpha is the mask)")
     ap.add_argument("--reference-mask", action="append", metavar="MASK", help="the object's mask (white = object)")
-    ap.add_argument("--scene", required=True, metavar="IMAGE", help="the picture to insert into")
+    ap.add_argument("--scene", metavar="IMAGE", help="the picture to insert into")
     ap.add_argument("--box", action="append", type=parse_box, metavar="x0,y0,x1,y1",
                     help="where the object goes, in scene pixels (end exclusive); one per --reference")
     ap.add_argument("--scene-mask", action="append", metavar="MASK", help="target mask: its box is used if --box is "
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     ap.add_argument("--dtype", choices=_DTYPES, default=None, help="weights dtype (default float16 on GPU, else float32)")
     ap.add_argument("--cpu-offload", action="store_true", help="enable_model_cpu_offload (small GPUs)")
-    ap.add_argument("-o", "--output", "--out", dest="out", required=True, metavar="OUT.png",
+    ap.add_argument("-o", "--output", "--out", dest="out", metavar="OUT.png",
                     help="where to write the result (with --num-images N > 1: OUT_0.png ... OUT_{N-1}.png)")
     ap.add_argument("--num-images", type=_positive_int, default=1, metavar="N",
                     help="insertions per call, from different noise (the object's features are computed once)")
@@ -93,12 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="paste back the generated crop (default, as released) or only the expanded box (the demo)")
     ap.add_argument("--scheduler", choices=tuple(_SCHEDULERS), default="ddim",
                     help="sampler: ddim (default, as released), dpm (DPM-Solver++), euler, unipc")
+    ap.add_argument("--batch", metavar="JOBS.csv", help="one insertion per row: columns reference, scene, output "
+                    "(required), reference_mask, box, scene_mask; paths relative to the CSV's folder; replaces "
+                    "--reference/--scene/--out, every other flag applies to each row")
     ap.add_argument("--version", action="version", version=f"anydoor-insert {_version()}")
     return ap
 
 # %% ../nbs/17_cli.ipynb #ddf50244
 def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace):
     "Errors that need the file system or several arguments at once (exit 2 via `ap.error`)."
+    if a.batch is None:
+        missing = [f for f, v in (("--reference", a.reference), ("--scene", a.scene), ("-o/--output", a.out)) if v is None]
+        if missing: ap.error(f"the following arguments are required: {', '.join(missing)} (or --batch JOBS.csv)")
+    else:
+        given = [f for f, v in (("--reference", a.reference), ("--reference-mask", a.reference_mask), ("--scene", a.scene),
+                                ("--box", a.box), ("--scene-mask", a.scene_mask), ("-o/--output", a.out)) if v is not None]
+        if given: ap.error(f"--batch takes each row's images, box and output from the CSV: drop {', '.join(given)}")
+        if a.model is not None and a.tiny_random: ap.error("give --model or --tiny-random, not both")
+        if a.device is not None: _check_device(ap, a.device)
+        return
     for flag, paths in (("--reference", a.reference), ("--reference-mask", a.reference_mask),
                         ("--scene", [a.scene]), ("--scene-mask", a.scene_mask)):
         for p in paths or []:
@@ -151,6 +165,52 @@ def _load_images(a):
     smasks = [load(p, "--scene-mask") for p in a.scene_mask] if a.scene_mask else None
     return refs, rmasks, load(a.scene, "--scene"), smasks
 
+# %% ../nbs/17_cli.ipynb #255799df
+BATCH_COLUMNS = ("reference", "reference_mask", "scene", "box", "scene_mask", "output")
+_BATCH_REQUIRED = ("reference", "scene", "output")
+
+class _RowErrors:
+    "`ap.error` for one row of a --batch CSV: messages say where."
+    def __init__(self, ap, where): self.ap, self.where = ap, where
+    def error(self, msg): self.ap.error(f"{self.where}: {msg}")
+
+def read_batch(ap: argparse.ArgumentParser, a: argparse.Namespace) -> list:
+    "The --batch CSV as (line, `Namespace`) per row, the other flags copied in; exit 2 naming line and column."
+    import csv
+    path = Path(a.batch).expanduser()
+    if not path.is_file(): ap.error(f"--batch: no such file {a.batch!r}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f); rows = list(reader); cols = list(reader.fieldnames or [])
+    except (OSError, UnicodeDecodeError, csv.Error) as e: ap.error(f"--batch: cannot read {a.batch!r} as CSV ({e})")
+    if not rows: ap.error(f"--batch {a.batch}: no rows (expected a header with {', '.join(_BATCH_REQUIRED)} and a row per insertion)")
+    unknown = [c for c in cols if c not in BATCH_COLUMNS]
+    if unknown: ap.error(f"--batch {a.batch}: unknown column(s) {unknown}; expected some of {list(BATCH_COLUMNS)}")
+    lacking = [c for c in _BATCH_REQUIRED if c not in cols]
+    if lacking: ap.error(f"--batch {a.batch}: missing column(s) {lacking}")
+    jobs, outputs = [], {}
+    for line, row in enumerate(rows, start=2):               # line 1 is the header
+        where = f"--batch {a.batch} line {line}"
+        if None in row: ap.error(f"{where}: more fields than the header's {len(cols)} columns (quote a box: \"1,2,3,4\")")
+        val = lambda c: (row.get(c) or "").strip() or None
+        at = lambda c: None if val(c) is None else str(path.parent / Path(val(c)).expanduser())
+        for c in _BATCH_REQUIRED:
+            if val(c) is None: ap.error(f"{where}: column {c!r} is empty")
+        box = None
+        if val("box") is not None:
+            try: box = [parse_box(val("box"))]
+            except argparse.ArgumentTypeError as e: ap.error(f"{where}: column 'box' {e}")
+        job = argparse.Namespace(**{**vars(a), "batch": None, "reference": [at("reference")], "scene": at("scene"),
+                                    "reference_mask": None if at("reference_mask") is None else [at("reference_mask")],
+                                    "scene_mask": None if at("scene_mask") is None else [at("scene_mask")],
+                                    "box": box, "out": at("output")})
+        _check_args(_RowErrors(ap, where), job)
+        key = Path(job.out).resolve()
+        if key in outputs: ap.error(f"{where}: column 'output' {val('output')!r} is also line {outputs[key]}'s output")
+        outputs[key] = line
+        jobs.append((line, job))
+    return jobs
+
 # %% ../nbs/17_cli.ipynb #0e1b7128
 def load_pipeline(model: str | None, tiny_random: bool = False, device: str | None = None, dtype: str | None = None,
                   cpu_offload: bool = False, scheduler: str = "ddim"):
@@ -182,36 +242,49 @@ def load_pipeline(model: str | None, tiny_random: bool = False, device: str | No
     else: pipe = pipe.to(device)
     return pipe
 
+def _insert(pipe, a) -> tuple:
+    "Run one insertion (`a`: the flags of one call or of one --batch row) and write it: (paths, steps, size)."
+    import torch
+    refs, rmasks, scene, smasks = _load_images(a)
+    steps = a.steps or (50 if pipe.image_size >= 256 else 20)
+    multi = len(refs) > 1
+    pick = lambda xs: None if xs is None else (xs if multi else xs[0])
+    g = torch.Generator(device="cpu").manual_seed(a.seed)
+    images = pipe(pick(refs), pick(rmasks), scene, box=pick(a.box), scene_mask=pick(smasks),
+                  num_inference_steps=steps, guidance_scale=a.guidance, control_scale=a.control_scale,
+                  shape_control=a.shape_control, generator=g, blend=a.blend, paste_region=a.paste_region,
+                  num_images_per_prompt=a.num_images).images
+    out = Path(a.out).expanduser()
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
+    for img, path in zip(images, paths):
+        try: img.save(path)
+        except (OSError, ValueError) as e: raise OSError(f"--out: cannot write {str(path)!r} ({e})") from e
+    return paths, steps, images[0].size
+
 def main(argv=None) -> int:
     "Entry point of `anydoor-insert`."
     ap = build_parser()
     a = ap.parse_args(argv)
     _check_args(ap, a)
+    jobs = read_batch(ap, a) if a.batch is not None else [(None, a)]
     try:
-        refs, rmasks, scene, smasks = _load_images(a)
-        import torch
-        from anydoor.id_extractor import ModelNotAvailableError
         pipe = load_pipeline(a.model, a.tiny_random, a.device, a.dtype, a.cpu_offload, a.scheduler)
-        steps = a.steps or (50 if pipe.image_size >= 256 else 20)
-        multi = len(refs) > 1
-        pick = lambda xs: None if xs is None else (xs if multi else xs[0])
-        g = torch.Generator(device="cpu").manual_seed(a.seed)
-        images = pipe(pick(refs), pick(rmasks), scene, box=pick(a.box), scene_mask=pick(smasks),
-                      num_inference_steps=steps, guidance_scale=a.guidance, control_scale=a.control_scale,
-                      shape_control=a.shape_control, generator=g, blend=a.blend, paste_region=a.paste_region,
-                      num_images_per_prompt=a.num_images).images
-    except (ValueError, TypeError, OSError) as e:   # bad values found by the pipeline, unreadable files, no model
+    except (ValueError, TypeError, OSError) as e:   # no model, a hub id offline, a bad folder
         print(f"anydoor-insert: error: {e}", file=sys.stderr)
         return 2
-    out = Path(a.out).expanduser()
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
-    try:
-        for img, path in zip(images, paths): img.save(path)
-    except (OSError, ValueError) as e:
-        print(f"anydoor-insert: error: --out: cannot write {str(path)!r} ({e})", file=sys.stderr)
-        return 2
-    print(f"wrote {', '.join(str(p) for p in paths)} ({images[0].width}x{images[0].height}, {steps} steps)")
-    return 0
+    failed = 0
+    for line, job in jobs:
+        where = "" if line is None else f"--batch {a.batch} line {line}: "
+        try:
+            paths, steps, (w, h) = _insert(pipe, job)
+        except (ValueError, TypeError, OSError) as e:   # bad values found by the pipeline, unreadable files
+            print(f"anydoor-insert: error: {where}{e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{where}wrote {', '.join(str(p) for p in paths)} ({w}x{h}, {steps} steps)")
+    if a.batch is not None: print(f"--batch {a.batch}: {len(jobs) - failed} of {len(jobs)} rows written")
+    return 2 if failed else 0
+
 
 # %% ../nbs/17_cli.ipynb #cf2e5f4b
 #| eval: false

@@ -26,7 +26,8 @@ from .model import AnyDoor, AnyDoorSettings, PixelCodec, ANYDOOR_CONFIG
 from .sampling import generate, ddim_scheduler
 
 # %% auto #0
-__all__ = ['AnyDoorPipelineOutput', 'normalize_inputs', 'AnyDoorPipeline', 'controlnet_twin', 'compare_with_controlnet_pipeline']
+__all__ = ['CUSTOM_PIPELINE', 'AnyDoorPipelineOutput', 'normalize_inputs', 'AnyDoorPipeline', 'controlnet_twin',
+           'compare_with_controlnet_pipeline']
 
 # %% ../nbs/15_pipeline.ipynb #a9dc6ab2
 @dataclass
@@ -218,6 +219,10 @@ def _to_output(scenes: list, output_type: str):
     return [Image.fromarray(np.round(a * 255).clip(0, 255).astype(np.uint8)) for a in arrs]
 
 # %% ../nbs/15_pipeline.ipynb #4d564289
+CUSTOM_PIPELINE = "anydoor_pipeline"   # the module a saved folder carries for diffusers' generic loading
+_SHIM = ('"""AnyDoorPipeline for `DiffusionPipeline.from_pretrained(folder, custom_pipeline="anydoor_pipeline", '
+         'trust_remote_code=True)`: needs `pip install anydoor`."""\nfrom anydoor.pipeline import AnyDoorPipeline\n')
+
 class AnyDoorPipeline(DiffusionPipeline):
     "Zero-shot object insertion (AnyDoor, CVPR 2024) as a diffusers pipeline."
     model_cpu_offload_seq = "id_extractor->unet->vae"
@@ -270,6 +275,11 @@ class AnyDoorPipeline(DiffusionPipeline):
         importlib.import_module(_LIBRARY)        # the module model_index.json names must be in sys.modules
         return load_or_explain(super().from_pretrained, str(name), what="AnyDoor pipeline",
                                how="AnyDoorPipeline.from_pretrained('/models/...') or the CLI's --model", **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        "diffusers' `save_pretrained`, plus `anydoor_pipeline.py`: `DiffusionPipeline.from_pretrained` can load the folder."
+        super().save_pretrained(save_directory, **kwargs)
+        (Path(save_directory) / f"{CUSTOM_PIPELINE}.py").write_text(_SHIM)
 
     # -- how components are recorded in model_index.json ---------------------------------------
     def register_modules(self, **kwargs):

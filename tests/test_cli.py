@@ -241,3 +241,63 @@ def test_dtype_is_applied_without_cast_warnings(files, recwarn):
     finally: logging.getLogger("diffusers").removeHandler(handler)
     assert pipe.unet.dtype == torch.bfloat16 and pipe.id_extractor.projector.weight.dtype == torch.bfloat16
     assert not [r for r in records if "Casting directly" in r.getMessage()]
+
+
+def write_csv(path, rows):
+    import csv
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_batch_rows_equal_single_calls(files, tmp_path):
+    out = tmp_path / "out"; out.mkdir()
+    jobs = write_csv(files / "jobs.csv", [
+        ["reference", "reference_mask", "scene", "box", "scene_mask", "output"],
+        ["gift.jpg", "gift_mask.png", "coffee.jpg", BOX, "", str(out / "a.png")],
+        ["logo.png", "logo_mask.png", "coffee.jpg", "", "scene_mask.png", str(out / "b.png")]])
+    common = ["--model", files / "model", "--steps", 2, "--seed", 3]
+    assert run_cli("--batch", jobs, *common)[0] == 0
+    for name, row in (("a", ["--reference", files / "gift.jpg", "--reference-mask", files / "gift_mask.png", "--box", BOX]),
+                      ("b", ["--reference", files / "logo.png", "--reference-mask", files / "logo_mask.png",
+                             "--scene-mask", files / "scene_mask.png"])):
+        assert run_cli(*row, "--scene", files / "coffee.jpg", *common, "-o", tmp_path / f"{name}.png")[0] == 0
+        assert np.array_equal(np.asarray(Image.open(out / f"{name}.png")), np.asarray(Image.open(tmp_path / f"{name}.png")))
+
+
+def test_batch_row_the_pipeline_rejects_is_skipped_and_reported(files, tmp_path):
+    jobs = write_csv(files / "jobs_outside.csv", [
+        ["reference", "scene", "box", "output"],
+        ["gift.png", "coffee.jpg", "900,900,990,990", str(tmp_path / "bad.png")],
+        ["gift.png", "coffee.jpg", BOX, str(tmp_path / "good.png")]])
+    code, err = run_cli("--batch", jobs, "--model", files / "model", "--steps", 2)
+    assert code == 2 and "line 2:" in err and "outside" in err
+    assert (tmp_path / "good.png").is_file() and not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize("rows, extra, msg", [
+    ([["reference", "scene", "box"], ["gift.png", "coffee.jpg", BOX]], [], "missing column(s) ['output']"),
+    ([["reference", "scene", "where", "output"], ["gift.png", "coffee.jpg", BOX, "o.png"]], [], "unknown column(s) ['where']"),
+    ([["reference", "scene", "box", "output"]], [], "no rows"),
+    ([["reference", "scene", "box", "output"], ["gift.png", "coffee.jpg", BOX, "o.png"], ["gift.png", "coffee.jpg", "1,2,3", "p.png"]],
+     [], "line 3: column 'box' must be four integers"),
+    ([["reference", "scene", "box", "output"], ["nope.png", "coffee.jpg", BOX, "o.png"]], [], "line 2: --reference: no such file"),
+    ([["reference", "scene", "box", "output"], ["gift.png", "", BOX, "o.png"]], [], "line 2: column 'scene' is empty"),
+    ([["reference", "scene", "output"], ["gift.png", "coffee.jpg", "o.png"]], [], "line 2: give --box"),
+    ([["reference", "scene", "box", "output"], ["gift.png", "coffee.jpg", BOX, "o.png"], ["gift.png", "coffee.jpg", BOX, "o.png"]],
+     [], "line 3: column 'output' 'o.png' is also line 2's output"),
+    ([["reference", "scene", "output"], ["gift.png", "coffee.jpg", "1", "2", "3", "4", "o.png"]], [], "more fields than the header"),
+    ([["reference", "scene", "box", "output"], ["gift.png", "coffee.jpg", BOX, "o.txt"]], [], "--out must end in one of"),
+    ([["reference", "scene", "box", "output"], ["gift.png", "coffee.jpg", BOX, "o.png"]], ["--scene", "coffee.jpg"],
+     "--batch takes each row's images, box and output from the CSV: drop --scene"),
+])
+def test_batch_bad_csv_exits_2_naming_line_and_column(files, rows, extra, msg):
+    jobs = write_csv(files / "bad_jobs.csv", rows)
+    code, err = run_cli("--batch", jobs, "--model", files / "model", *[files / x if x.endswith(".jpg") else x for x in extra])
+    assert code == 2 and msg in err, err
+
+
+def test_batch_missing_file_and_no_arguments():
+    assert "--batch: no such file" in run_cli("--batch", "/no/jobs.csv", "--tiny-random")[1]
+    code, err = run_cli("--tiny-random")
+    assert code == 2 and "required: --reference, --scene, -o/--output (or --batch JOBS.csv)" in err

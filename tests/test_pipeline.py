@@ -119,6 +119,19 @@ def test_round_trip_through_a_folder(pipe, gift, scene, tmp_path):
                           call(loaded, gift, scene, output_type="np").images)
 
 
+def test_diffusers_generic_loading(pipe, gift, scene, tmp_path):
+    from diffusers import DiffusionPipeline
+    from anydoor.pipeline import CUSTOM_PIPELINE
+    pipe.save_pretrained(tmp_path / "p")
+    assert (tmp_path / "p" / f"{CUSTOM_PIPELINE}.py").is_file()
+    with pytest.raises(ValueError, match="trust_remote_code"):     # diffusers runs a folder's module only when told to
+        DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=CUSTOM_PIPELINE)
+    loaded = DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=CUSTOM_PIPELINE, trust_remote_code=True)
+    assert isinstance(loaded, AnyDoorPipeline) and loaded.config.sample_start == pipe.config.sample_start
+    loaded.set_progress_bar_config(disable=True)
+    assert np.array_equal(call(pipe, gift, scene, output_type="np").images, call(loaded, gift, scene, output_type="np").images)
+
+
 def test_loads_a_training_folder_and_a_no_detail_model(gift, scene, tmp_path):
     AnyDoor.tiny(seed=3, detail_enabled=False).save_pretrained(tmp_path / "m")
     p = AnyDoorPipeline.from_pretrained(tmp_path / "m")

@@ -31,6 +31,7 @@ class ModelConfig:
     detach_encoder_context: bool = True   # no backward through the frozen UNet encoder (anydoor.injection)
     hint_concat: bool = False       # also concatenate the hint to the UNet input (a toy-scale lever)
     sample_start: str = "noise"     # sampling starts from noise (released) | hint (its collage noised; the toy's lever)
+    prediction_type: str = "epsilon"  # what the UNet is fine-tuned to predict: epsilon (released) | v_prediction (toy lever)
 
 @dataclass
 class IDConfig:
@@ -89,6 +90,7 @@ class LoggerConfig:
     entity: Optional[str] = None
     mode: str = "auto"              # auto | offline | online | disabled
     tags: List[str] = field(default_factory=list)
+    artifacts: bool = True          # the trained model/ folder as a W&B artifact (type "model") at the end
 
 @dataclass
 class EvalConfig:
@@ -131,7 +133,8 @@ def register_configs():
 
 _CHOICES = {
     ("model", "preset"): ("tiny", "sd21"), ("id", "token_mode"): ("all", "global", "none"),
-    ("detail", "collage"): COLLAGES, ("model", "sample_start"): ("noise", "hint"), ("timesteps", "mode"): ("adaptive", "uniform"),
+    ("detail", "collage"): COLLAGES, ("model", "sample_start"): ("noise", "hint"),
+    ("model", "prediction_type"): ("epsilon", "v_prediction"), ("timesteps", "mode"): ("adaptive", "uniform"),
     ("logger", "name"): ("wandb", "none"), ("logger", "mode"): ("auto", "offline", "online", "disabled"),
     ("trainer", "mixed_precision"): ("no", "fp16", "bf16"),
     ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "mix"),

@@ -17,8 +17,8 @@ from .sampling import generate
 # %% auto #0
 __all__ = ['HELDOUT_IDENTITIES', 'JUDGED', 'crop_boxes', 'colour_signature', 'reference_signature', 'box_signature',
            'identity_top1', 'masked_psnr', 'box_ssim', 'copy_paste', 'mean_fill', 'eps_error_in_box', 'heldout_batch',
-           'judge_metrics', 'evaluate_batch', 'insertion_grid', 'evaluate_toy', 'sample_grid', 'x0_error_by_timestep',
-           'load_for_evaluation', 'main']
+           'judge_metrics', 'evaluate_batch', 'insertion_grid', 'heldout_evaluation', 'evaluate_toy', 'sample_grid',
+           'x0_error_by_timestep', 'load_for_evaluation', 'main']
 
 # %% ../nbs/12_evaluate.ipynb #66823699
 def crop_boxes(images: torch.Tensor,   # (B, 3, S, S)
@@ -112,7 +112,7 @@ def mean_fill(target: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/12_evaluate.ipynb #77e9467c
 def _fixed_noise_predictions(model, batch: dict, timesteps, seed: int = 0, reference: torch.Tensor | None = None):
-    "Yield `(t, z0, noise, x_t, ε̂)` for the batch's targets noised at each timestep with one fixed noise draw."
+    "Yield `(t, z0, noise, x_t, ε̂)` (ε̂ whatever the model predicts) for the batch's targets noised at each timestep with one fixed noise draw."
     dev, B = model.device, batch["target"].shape[0]
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)
@@ -121,7 +121,7 @@ def _fixed_noise_predictions(model, batch: dict, timesteps, seed: int = 0, refer
     for t in timesteps:
         tt = torch.full((B,), int(t), device=dev, dtype=torch.long)
         x_t = model.noise_scheduler.add_noise(z0, noise, tt).to(model.dtype)
-        yield int(t), z0, noise, x_t, model.predict_noise(x_t, tt, tokens, batch["hint"].to(dev))
+        yield int(t), z0, noise, x_t, model.eps_from_prediction(model.predict_noise(x_t, tt, tokens, batch["hint"].to(dev)), x_t, tt)
 
 @torch.no_grad()
 def eps_error_in_box(model, batch: dict,
@@ -238,12 +238,17 @@ def insertion_grid(batch: dict, crops: list, n: int = 8) -> Image.Image:
     scale = max(1, 256 // S)
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
 
-def evaluate_toy(model, cfg) -> tuple:
-    "Zero-shot evaluation of `model` on held-out toy identities as `cfg.eval` says: (metrics, grid image)."
+def heldout_evaluation(model, cfg) -> tuple:
+    "Zero-shot evaluation of `model` on held-out toy identities as `cfg.eval` says: (metrics, batch, gallery, crops)."
     e = cfg.eval
     batch, gallery = heldout_batch(model, e.num_identities, cfg.detail.collage, e.pairs_per_identity)
     m, crops = evaluate_batch(model, batch, gallery, seeds=list(e.seeds), num_inference_steps=e.num_inference_steps,
                               guidance_scale=e.guidance_scale, control_scale=e.control_scale)
+    return m, batch, gallery, crops
+
+def evaluate_toy(model, cfg) -> tuple:
+    "Zero-shot evaluation of `model` on held-out toy identities as `cfg.eval` says: (metrics, grid image)."
+    m, batch, _, crops = heldout_evaluation(model, cfg)
     return m, insertion_grid(batch, crops)
 
 def sample_grid(model, cfg, n: int = 4) -> Image.Image:

@@ -24,9 +24,9 @@ from .injection import injected_unet_forward, apply_freezing_policy, UNET_DECODE
 from .timesteps import sample_timesteps, DATA_KINDS, TIMESTEP_MODES
 
 # %% auto #0
-__all__ = ['SAMPLE_STARTS', 'SD21_UNET_CONFIG', 'SD_VAE_CONFIG', 'DINOV2_GIANT_CONFIG', 'ANYDOOR_CONFIG', 'BATCH_KEYS',
-           'PixelCodec', 'codec_downsample_factor', 'codec_latent_channels', 'sd21_scheduler', 'AnyDoorSettings',
-           'widen_conv_in', 'load_codec', 'AnyDoor', 'spec_trainable_names']
+__all__ = ['SAMPLE_STARTS', 'PREDICTION_TYPES', 'SD21_UNET_CONFIG', 'SD_VAE_CONFIG', 'DINOV2_GIANT_CONFIG', 'ANYDOOR_CONFIG',
+           'BATCH_KEYS', 'PixelCodec', 'codec_downsample_factor', 'codec_latent_channels', 'sd21_scheduler',
+           'AnyDoorSettings', 'widen_conv_in', 'load_codec', 'AnyDoor', 'spec_trainable_names']
 
 # %% ../nbs/07_model.ipynb #e4441a3f
 class PixelCodec(ModelMixin, ConfigMixin):
@@ -66,6 +66,7 @@ def sd21_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "epsi
                          beta_schedule="scaled_linear", prediction_type=prediction_type, clip_sample=False)
 
 SAMPLE_STARTS = ("noise", "hint")   # what the sampler starts from (anydoor.sampling.generate)
+PREDICTION_TYPES = ("epsilon", "v_prediction")   # what the UNet predicts (AnyDoor.with_prediction_type)
 
 @dataclass
 class AnyDoorSettings:
@@ -243,6 +244,28 @@ class AnyDoor(nn.Module):
             down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale))
         return injected_unet_forward(self.unet, x_in, t, id_tokens, down, mid,
                                      detach_encoder_context=self.settings.detach_encoder_context)
+
+    def eps_from_prediction(self,
+                            pred: torch.Tensor,      # (B, C, h, w) what `predict_noise` returned
+                            x_t: torch.Tensor,       # (B, C, h, w) the latents it was given
+                            t,                       # int or (B,) their timesteps
+                           ) -> torch.Tensor:        # (B, C, h, w) ε̂
+        "The noise estimate ε̂ from the UNet's output, whatever it predicts: ε itself, or v = √ᾱ·ε − √(1−ᾱ)·x₀."
+        kind = self.noise_scheduler.config.prediction_type
+        if kind == "epsilon": return pred
+        if kind != "v_prediction":
+            raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
+        t = torch.as_tensor(t, device=x_t.device).long().reshape(-1)
+        abar = self.noise_scheduler.alphas_cumprod.to(x_t.device)[t].float().reshape(-1, 1, 1, 1)
+        return (abar.sqrt() * pred.float() + (1 - abar).sqrt() * x_t.float()).to(pred.dtype)   # √ᾱ·v + √(1−ᾱ)·x_t = ε
+
+    def with_prediction_type(self, kind: str) -> "AnyDoor":
+        "Train and sample the UNet as a `kind` (epsilon | v_prediction) predictor on the same noise schedule (in place)."
+        if kind not in PREDICTION_TYPES:
+            raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {kind!r}")
+        ns = self.noise_scheduler
+        if ns.config.prediction_type != kind: self.noise_scheduler = type(ns).from_config(ns.config, prediction_type=kind)
+        return self
 
     def detail_residuals(self,
                          timesteps,                    # (K,) the sampler's timesteps

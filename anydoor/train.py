@@ -172,6 +172,21 @@ class RunLogger:
             import wandb
             self.run.log({key: wandb.Image(image)}, step=step)
 
+    def log_table(self, key: str, columns: list, rows: list, step: int):
+        "A W&B table (PIL images in cells become `wandb.Image`); nothing without W&B."
+        if self.run is None: return
+        import wandb
+        cast = lambda v: wandb.Image(v) if hasattr(v, "save") and hasattr(v, "size") else v
+        self.run.log({key: wandb.Table(columns=list(columns), data=[[cast(v) for v in r] for r in rows])}, step=step)
+
+    def log_model(self, folder: Path, name: str, aliases=("latest",)):
+        "A saved model folder as a W&B artifact of type `model` (offline runs keep it for `wandb sync`)."
+        if self.run is None: return
+        import wandb
+        art = wandb.Artifact(name, type="model", metadata={"folder": str(folder)})
+        art.add_dir(str(folder))
+        self.run.log_artifact(art, aliases=list(aliases))
+
     def summary(self, values: dict):
         if self.run is not None:
             for k, v in values.items(): self.run.summary[k] = v
@@ -188,7 +203,8 @@ def build_model(cfg):
     model = _build_model(cfg)
     # a sampler setting, saved with the model (a config written before it existed samples from noise, as it did)
     model.settings = replace(model.settings, sample_start=cfg.model.get("sample_start", "noise"))
-    return model
+    # what the UNet learns to predict (ε: the base's and the paper's; a config written before the setting: ε)
+    return model.with_prediction_type(cfg.model.get("prediction_type", "epsilon"))
 
 def _build_model(cfg):
     from anydoor.model import AnyDoor
@@ -428,11 +444,23 @@ def train(cfg) -> dict:
             summary.update(before)
         _write_atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
         logger.summary(summary)
+        if cfg.eval.enabled: logger.log_table("eval/judge_table", *_judge_table(summary), step)
+        if cfg.logger.get("artifacts", True): logger.log_model(run_dir / "model", f"{cfg.name}-seed{cfg.seed}-model")
         print(format_summary(summary))
     logger.finish()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+def _judge_table(summary: dict) -> tuple:
+    "(columns, rows) of the judge's readings after / before fine-tuning beside copy-paste, ground truth and chance."
+    s = summary
+    get = lambda k: s.get(k)                  # None where a reading was not taken (before, with eval.before=false)
+    rows = [[k, get(f"judge_{k}"), get(f"judge_{k}_ci95"), get(f"before_judge_{k}"), get(f"judge_{k}_copy_paste"),
+             get(f"judge_{k}_ground_truth"), get(f"judge_{k}_chance")] for k in ("shape", "texture", "emblem", "identity")]
+    rows.append(["colour identity", get("identity_top1"), get("identity_top1_ci95"), get("before_identity_top1"),
+                 get("identity_top1_copy_paste"), get("identity_top1_ground_truth"), get("identity_chance")])
+    return ["reading", "after", "ci95", "before", "copy-paste", "ground truth", "chance"], rows
 
 def format_summary(summary: dict) -> str:
     "A short report of a finished run: where things are and the held-out metrics beside their baselines."
@@ -471,17 +499,33 @@ def _log_sample_grid(model, cfg, logger, step):
         logger.log_image("samples/heldout", sample_grid(model, cfg, n=4), step)
 
 def _evaluate_and_log(model, cfg, logger, step, prefix: str = "eval") -> dict:
-    from anydoor.evaluate import evaluate_toy
+    from anydoor.evaluate import heldout_evaluation, insertion_grid
     threads = torch.get_num_threads()        # training may pin one thread for its data workers; they idle now
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(cfg.eval.num_threads or cores)
     try:
         with torch.random.fork_rng():
-            metrics, grid = evaluate_toy(model, cfg)
+            metrics, batch, gallery, crops = heldout_evaluation(model, cfg)
+            if logger.run is not None: _log_pairs_table(logger, f"{prefix}/pairs", batch, gallery, crops[0], step)
     finally: torch.set_num_threads(threads)
     logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
-    logger.log_image(f"{prefix}/insertions", grid, step)
+    logger.log_image(f"{prefix}/insertions", insertion_grid(batch, crops), step)
     return metrics
+
+def _log_pairs_table(logger, key, batch, gallery, generated, step):
+    "Every held-out pair as a W&B table row: its pictures and what the judge read in the first seed's insertion."
+    from anydoor.core import tensor_to_pil
+    from anydoor.evaluate import crop_boxes
+    from anydoor.judge import load_judge, judge_scores
+    read = judge_scores(load_judge(), crop_boxes((generated.clamp(-1, 1) + 1) / 2, batch["box"]), batch["identity"],
+                        gallery["reference"], gallery["identity"])
+    pil = lambda x: tensor_to_pil(x.clamp(0, 1))
+    rows = [[int(batch["identity"][i]), pil(batch["reference"][i]), pil((batch["hint"][i, :3] + 1) / 2),
+             pil((generated[i] + 1) / 2), pil((batch["target"][i] + 1) / 2)] + [bool(read[k][i]) for k in read]
+            for i in range(len(generated))]
+    logger.log_table(key, ["identity", "reference", "hint", "insertion", "ground truth"] + [f"judge_{k}_correct" for k in read],
+                     rows, step)
+
 
 # %% ../nbs/14_train.ipynb #226cc7bd
 def _remove_if_only_hydra(folder: Path):

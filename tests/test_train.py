@@ -104,6 +104,12 @@ def test_wandb_offline_logs_images(tmp_path, monkeypatch):
             assert f"judge_{k}{suffix}" in summary, f"judge_{k}{suffix}"
     logged = (runs[0] / "files" / "wandb-summary.json")
     if logged.exists(): assert "eval/judge_identity" in json.loads(logged.read_text())
+    # the evaluation as W&B tables (the judge's readings; every held-out pair with its pictures) and the model as an artifact
+    tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in runs[0].glob("files/media/table/eval/*.table.json")}
+    assert tables["judge"]["columns"][:2] == ["reading", "after"] and len(tables["judge"]["data"]) == 5
+    assert tables["pairs"]["columns"][:5] == ["identity", "reference", "hint", "insertion", "ground truth"]
+    assert len(tables["pairs"]["data"]) == 4
+    assert b"anydoor-seed0-model" in next(runs[0].glob("run-*.wandb")).read_bytes()
 
 
 def test_bad_config_values_are_named():
@@ -228,6 +234,7 @@ def test_wandb_runs_group_by_experiment(tmp_path, monkeypatch):
         summary = {}
         def log(self, *a, **k): pass
         def finish(self): pass
+        def log_artifact(self, *a, **k): pass
     monkeypatch.setattr(wandb, "init", lambda **kw: (seen.update(kw), FakeRun())[1])
     train(compose([*FAST, "experiment=abl_id_none", "logger=wandb", "model.pretrained=random", "trainer.max_steps=1",
                    "trainer.checkpoint_every=1", "seed=3", f"run_dir={tmp_path}"]))
@@ -241,6 +248,7 @@ class FakeRun:
     summary = {}
     def log(self, *a, **k): pass
     def finish(self): pass
+    def log_artifact(self, *a, **k): pass
 wandb.init = lambda **kw: (print("TAGS", kw["tags"]), FakeRun())[1]
 from anydoor.train import main
 sys.argv = ["anydoor.train", *sys.argv[1:]]

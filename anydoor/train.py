@@ -203,7 +203,9 @@ def build_model(cfg):
     model = _build_model(cfg)
     # a sampler setting, saved with the model (a config written before it existed samples from noise, as it did)
     model.settings = replace(model.settings, sample_start=cfg.model.get("sample_start", "noise"))
-    # what the UNet learns to predict (ε: the base's and the paper's; a config written before the setting: ε)
+    # what the UNet learns to predict (ε: the base's and the paper's; a config written before the setting: ε). The
+    # foundation's own type is kept: "before fine-tuning" is the foundation as it was, judged as what it predicts
+    model.foundation_prediction_type = model.noise_scheduler.config.prediction_type
     return model.with_prediction_type(cfg.model.get("prediction_type", "epsilon"))
 
 def _build_model(cfg):
@@ -379,8 +381,10 @@ def train(cfg) -> dict:
     before = {}
     if main and cfg.eval.enabled and cfg.eval.before and step == 0:
         model.eval()
+        tuned = model.noise_scheduler.config.prediction_type     # the foundation predicts its own kind (build_model)
+        model.with_prediction_type(getattr(model, "foundation_prediction_type", tuned))
         before = {f"before_{k}": v for k, v in _evaluate_and_log(model, cfg, logger, 0, prefix="eval_before").items()}
-        model.train()
+        model.with_prediction_type(tuned).train()
 
     # 2. The loop
     window = defaultdict(list); t_hist = defaultdict(list)

@@ -282,3 +282,18 @@ def test_training_timesteps_come_from_the_models_own_sampler():
     model.settings = replace(model.settings, timestep_mode="uniform")
     t_uniform = draw(model)                                   # cfg still says adaptive: the model decides
     assert (t_uniform >= 500).float().mean() > 0.3 and not torch.equal(t_uniform, t_adaptive)
+
+
+def test_before_fine_tuning_is_judged_as_the_foundation_predicts(tmp_path, monkeypatch):
+    "With model.prediction_type=v_prediction the fine-tune learns v, but the 'before' column is the ε foundation as it was."
+    import anydoor.train as T
+    seen = []
+    def fake_eval(model, cfg, logger, step, prefix="eval"):
+        seen.append((prefix, model.noise_scheduler.config.prediction_type)); return {"identity_top1": 0.0}
+    monkeypatch.setattr(T, "_evaluate_and_log", fake_eval)
+    monkeypatch.setattr(T, "format_summary", lambda summary: "")
+    train(compose([*FAST, "model.prediction_type=v_prediction", "eval.enabled=true", "eval.before=true",
+                   "trainer.max_steps=1", "trainer.checkpoint_every=1", f"run_dir={tmp_path}"]))
+    assert seen == [("eval_before", "epsilon"), ("eval", "v_prediction")]
+    from anydoor.model import AnyDoor
+    assert AnyDoor.from_pretrained(tmp_path / "model").noise_scheduler.config.prediction_type == "v_prediction"

@@ -276,10 +276,12 @@ class AnyDoorPipeline(DiffusionPipeline):
         return load_or_explain(super().from_pretrained, str(name), what="AnyDoor pipeline",
                                how="AnyDoorPipeline.from_pretrained('/models/...') or the CLI's --model", **kwargs)
 
-    def save_pretrained(self, save_directory, **kwargs):
+    def save_pretrained(self, save_directory,
+                        custom_pipeline_file: bool = True,   # False: no module (e.g. a folder inside a Python package)
+                        **kwargs):
         "diffusers' `save_pretrained`, plus `anydoor_pipeline.py`: `DiffusionPipeline.from_pretrained` can load the folder."
         super().save_pretrained(save_directory, **kwargs)
-        (Path(save_directory) / f"{CUSTOM_PIPELINE}.py").write_text(_SHIM)
+        if custom_pipeline_file: (Path(save_directory) / f"{CUSTOM_PIPELINE}.py").write_text(_SHIM)
 
     # -- how components are recorded in model_index.json ---------------------------------------
     def register_modules(self, **kwargs):

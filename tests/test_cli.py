@@ -198,8 +198,9 @@ def test_shipped_trained_weights_are_the_default(files):
     shipped = shipped_weights()
     assert shipped is not None and (shipped / "model_index.json").is_file()
     record = json.loads((Path(anydoor.__file__).parent / "weights" / "anydoor-tiny.json").read_text())
-    # its training record: the command, the machine and the run's own held-out evaluation (64 identities, one seed)
-    assert record["step"] == 3000 and record["command"].startswith("python -m anydoor.train experiment=main")
+    # its training record: the command, the machine and its held-out evaluation (64 identities, one seed)
+    assert record["step"] == 4000 and record["command"].startswith("python -m anydoor.train experiment=main")
+    assert "model.prediction_type=v_prediction" in record["command"]
     assert record["num_identities"] == 64 and "CPU" in record["machine"]
     assert record["identity_top1"] >= 3 * record["identity_chance"], record["identity_top1"]   # colour: 3x chance
     code, err = run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg",

@@ -124,6 +124,8 @@ def test_diffusers_generic_loading(pipe, gift, scene, tmp_path):
     from anydoor.pipeline import CUSTOM_PIPELINE
     pipe.save_pretrained(tmp_path / "p")
     assert (tmp_path / "p" / f"{CUSTOM_PIPELINE}.py").is_file()
+    pipe.save_pretrained(tmp_path / "package_data", custom_pipeline_file=False)   # e.g. the shipped weights
+    assert not (tmp_path / "package_data" / f"{CUSTOM_PIPELINE}.py").exists()
     with pytest.raises(ValueError, match="trust_remote_code"):     # diffusers runs a folder's module only when told to
         DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=CUSTOM_PIPELINE)
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "p", custom_pipeline=CUSTOM_PIPELINE, trust_remote_code=True)

@@ -112,7 +112,7 @@ def mean_fill(target: torch.Tensor, box_mask: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/12_evaluate.ipynb #77e9467c
 def _fixed_noise_predictions(model, batch: dict, timesteps, seed: int = 0, reference: torch.Tensor | None = None):
-    "Yield `(t, z0, noise, x_t, ε̂)` (ε̂ whatever the model predicts) for the batch's targets noised at each timestep with one fixed noise draw."
+    "`(t, z0, noise, x_t, ε̂)` per timestep: the targets noised with one fixed draw; ε̂ whatever the model predicts."
     dev, B = model.device, batch["target"].shape[0]
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(B, model.latent_channels, model.latent_size, model.latent_size, generator=g).to(dev)

@@ -383,8 +383,8 @@ def train(cfg) -> dict:
         model.eval()
         tuned = model.noise_scheduler.config.prediction_type     # the foundation predicts its own kind (build_model)
         model.with_prediction_type(getattr(model, "foundation_prediction_type", tuned))
-        before = {f"before_{k}": v for k, v in _evaluate_and_log(model, cfg, logger, 0, prefix="eval_before").items()}
-        model.with_prediction_type(tuned).train()
+        try: before = {f"before_{k}": v for k, v in _evaluate_and_log(model, cfg, logger, 0, prefix="eval_before").items()}
+        finally: model.with_prediction_type(tuned).train()
 
     # 2. The loop
     window = defaultdict(list); t_hist = defaultdict(list)

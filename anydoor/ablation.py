@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['METRICS', 'collect', 'summarise', 'paired_differences', 'ablation_table', 'difference_table', 'plot_ablation', 'main']
+__all__ = ['METRICS', 'collect', 'summarise', 'paired_differences', 'ablation_table', 'difference_table', 'plot_ablation',
+           'log_to_wandb', 'main']
 
 # %% ../nbs/20_ablations.ipynb #bc8cc805
 METRICS = ("judge_shape", "judge_texture", "judge_emblem", "judge_identity",   # the identity judge (anydoor.judge)
@@ -113,11 +114,26 @@ def plot_ablation(rows: list, metrics=("identity_top1", "psnr_box", "eps_box"), 
     fig.tight_layout()
     return fig
 
+def log_to_wandb(rows: list, project: str = "anydoor", entity: str | None = None, mode: str = "auto",
+                 dir: str | None = None, metrics=METRICS, by: str = "name"):
+    "The ablation table as a W&B table in a run of its own (job_type `ablation`): one row per variant and metric."
+    import wandb
+    from anydoor.train import wandb_mode
+    s = summarise(rows, metrics, by)
+    clean = lambda x: None if isinstance(x, float) and math.isnan(x) else x     # one seed: no interval
+    data = [[name, m, clean(v[m][0]), clean(v[m][1]), v[m][2]] for name, v in s.items() for m in metrics if m in v]
+    run = wandb.init(project=project, entity=entity, job_type="ablation", group="ablations", mode=wandb_mode(mode), dir=dir)
+    try: run.log({"ablation_table": wandb.Table(columns=["variant", "metric", "mean", "ci95", "n"], data=data)})
+    finally: run.finish()
+    return run
+
 def main(argv=None):
-    "`python -m anydoor.ablation SWEEP_DIR [--out table.md] [--plot plot.png] [--reference abl_full]`"
+    "`python -m anydoor.ablation SWEEP_DIR [--out table.md] [--plot plot.png] [--reference abl_full] [--wandb]`"
     p = argparse.ArgumentParser(description="Collect a sweep's summary.json files into the ablation table.")
     p.add_argument("root"); p.add_argument("--out"); p.add_argument("--plot")
     p.add_argument("--reference", default="abl_full", help="the row the paired differences are taken against")
+    p.add_argument("--wandb", action="store_true", help="also log the table to W&B (offline without an API key)")
+    p.add_argument("--project", default="anydoor", help="the W&B project for --wandb")
     a = p.parse_args(argv)
     rows = collect(a.root)
     table = ablation_table(rows)
@@ -126,6 +142,7 @@ def main(argv=None):
     print(table)
     if a.out: Path(a.out).write_text(table + "\n")
     if a.plot: plot_ablation(rows).savefig(a.plot, dpi=100)
+    if a.wandb: log_to_wandb(rows, project=a.project, dir=a.root)
     return table
 
 # %% ../nbs/20_ablations.ipynb #8dfa3175

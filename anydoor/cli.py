@@ -110,9 +110,19 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace):
         given = [f for f, v in (("--reference", a.reference), ("--reference-mask", a.reference_mask), ("--scene", a.scene),
                                 ("--box", a.box), ("--scene-mask", a.scene_mask), ("-o/--output", a.out)) if v is not None]
         if given: ap.error(f"--batch takes each row's images, box and output from the CSV: drop {', '.join(given)}")
-        if a.model is not None and a.tiny_random: ap.error("give --model or --tiny-random, not both")
-        if a.device is not None: _check_device(ap, a.device)
-        return
+    _check_model_and_device(ap, a)
+    if a.batch is None: _check_job(ap, a)     # --batch: each row, in `read_batch`
+
+def _check_model_and_device(ap, a: argparse.Namespace):
+    "The flags every insertion of a call shares: --model / --tiny-random and --device."
+    if a.model is not None and a.tiny_random: ap.error("give --model or --tiny-random, not both")
+    if a.model is not None and _looks_like_path(a.model) and not Path(a.model).expanduser().exists():
+        ap.error(f"--model: no such folder {a.model!r} (give a folder written by AnyDoorPipeline.save_pretrained or "
+                 f"anydoor-convert, a training run's model/ folder, or a hub id such as owner/name)")
+    if a.device is not None: _check_device(ap, a.device)
+
+def _check_job(ap, a: argparse.Namespace):
+    "One insertion's files, counts and output (`ap`: anything with `.error`, e.g. a --batch row's)."
     for flag, paths in (("--reference", a.reference), ("--reference-mask", a.reference_mask),
                         ("--scene", [a.scene]), ("--scene-mask", a.scene_mask)):
         for p in paths or []:
@@ -130,11 +140,6 @@ def _check_args(ap: argparse.ArgumentParser, a: argparse.Namespace):
     if not out.parent.is_dir(): ap.error(f"--out: the folder {str(out.parent)!r} does not exist")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         ap.error(f"--out: cannot write {a.out!r} (no permission)")
-    if a.model is not None and a.tiny_random: ap.error("give --model or --tiny-random, not both")
-    if a.model is not None and _looks_like_path(a.model) and not Path(a.model).expanduser().exists():
-        ap.error(f"--model: no such folder {a.model!r} (give a folder written by AnyDoorPipeline.save_pretrained or "
-                 f"anydoor-convert, a training run's model/ folder, or a hub id such as owner/name)")
-    if a.device is not None: _check_device(ap, a.device)
 
 def _looks_like_path(text: str) -> bool:
     "A hub id is `owner/name`; anything absolute, relative-dotted, home-based or deeper is a path."
@@ -204,7 +209,7 @@ def read_batch(ap: argparse.ArgumentParser, a: argparse.Namespace) -> list:
                                     "reference_mask": None if at("reference_mask") is None else [at("reference_mask")],
                                     "scene_mask": None if at("scene_mask") is None else [at("scene_mask")],
                                     "box": box, "out": at("output")})
-        _check_args(_RowErrors(ap, where), job)
+        _check_job(_RowErrors(ap, where), job)
         key = Path(job.out).resolve()
         if key in outputs: ap.error(f"{where}: column 'output' {val('output')!r} is also line {outputs[key]}'s output")
         outputs[key] = line

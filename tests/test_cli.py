@@ -298,7 +298,10 @@ def test_batch_bad_csv_exits_2_naming_line_and_column(files, rows, extra, msg):
     assert code == 2 and msg in err, err
 
 
-def test_batch_missing_file_and_no_arguments():
+def test_batch_missing_file_and_no_arguments(files):
     assert "--batch: no such file" in run_cli("--batch", "/no/jobs.csv", "--tiny-random")[1]
+    jobs = write_csv(files / "one_job.csv", [["reference", "scene", "box", "output"], ["gift.png", "coffee.jpg", BOX, "o.png"]])
+    code, err = run_cli("--batch", jobs, "--model", files / "no_such_model")      # shared flags: checked once, no row named
+    assert code == 2 and "--model: no such folder" in err and "line 2" not in err
     code, err = run_cli("--tiny-random")
     assert code == 2 and "required: --reference, --scene, -o/--output (or --batch JOBS.csv)" in err

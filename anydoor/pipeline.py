@@ -276,6 +276,18 @@ class AnyDoorPipeline(DiffusionPipeline):
         return load_or_explain(super().from_pretrained, str(name), what="AnyDoor pipeline",
                                how="AnyDoorPipeline.from_pretrained('/models/...') or the CLI's --model", **kwargs)
 
+    @classmethod
+    def from_single_file(cls,
+                         checkpoint,                  # the released .ckpt (or a .safetensors in its layout)
+                         dinov2=None,                 # dinov2_vitg14_pretrain.pth if the checkpoint lacks DINOv2
+                         torch_dtype: torch.dtype | None = None, # e.g. torch.float16
+                         trust_pickle: bool = False,  # allow Lightning's pickled objects (files you trust)
+                         **kwargs,                    # architecture=, collage= (anydoor.convert.convert_released_checkpoint)
+                        ) -> "AnyDoorPipeline":
+        "The authors' released checkpoint as a pipeline, converted in memory (diffusers' single-file loading; `16_convert`)."
+        from anydoor.convert import convert_released_checkpoint   # the converter builds on this class (one level up)
+        return convert_released_checkpoint(checkpoint, dinov2, dtype=torch_dtype, trust_pickle=trust_pickle, **kwargs)
+
     def save_pretrained(self, save_directory,
                         custom_pipeline_file: bool = True,   # False: no module (e.g. a folder inside a Python package)
                         **kwargs):

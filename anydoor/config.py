@@ -120,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     run_dir: Optional[str] = None   # where checkpoints, samples and summary.json go
     resume: Optional[str] = None    # a run dir (or checkpoint dir) to continue from
+    objective: Optional[str] = None # a number of the run's summary that the Hydra app returns (what a sweeper optimises)
 
 # %% ../nbs/13_config.ipynb #19d8e774
 def conf_dir() -> Path:
@@ -204,6 +205,9 @@ def validate_config(cfg) -> None:
     if not len(cfg.eval.seeds): raise ValueError("`eval.seeds` must list at least one sampling seed, got []")
     for key in ("guidance_scale", "control_scale"):
         if cfg.eval[key] < 0: raise ValueError(f"`eval.{key}` must be >= 0, got {cfg.eval[key]}")
+    if cfg.get("objective") and cfg.objective not in ("loss", "step") and not cfg.eval.enabled:
+        raise ValueError(f"`objective` {cfg.objective!r} is an evaluation reading: it needs eval.enabled=true "
+                         f"(without the evaluation only 'loss' and 'step' exist)")
 
 def compose(overrides: list = (),        # command-line style overrides, e.g. ["trainer.max_steps=5"]
             config_name: str = "train",

@@ -19,7 +19,7 @@ from .timesteps import DATA_KINDS
 # %% auto #0
 __all__ = ['RUN_CLAIM', 'ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
            'wandb_mode', 'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'unwrap_model',
-           'LossModule', 'claim_run_dir', 'rewind_run_dir', 'train', 'format_summary', 'main']
+           'LossModule', 'claim_run_dir', 'rewind_run_dir', 'train', 'format_summary', 'objective_value', 'main']
 
 # %% ../nbs/14_train.ipynb #90cafa0d
 class ResumableSampler(torch.utils.data.Sampler):
@@ -538,6 +538,15 @@ def _remove_if_only_hydra(folder: Path):
         shutil.rmtree(folder, ignore_errors=True)
         if folder.parent.is_dir() and not any(folder.parent.iterdir()): folder.parent.rmdir()
 
+def objective_value(summary: dict, objective: str | None):
+    "What the Hydra app returns: `summary[objective]` as a float for a sweeper (e.g. Optuna); the summary if None."
+    if objective is None: return summary
+    value = summary.get(objective)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        numbers = sorted(k for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ValueError(f"`objective` must name a number of the run's summary, got {objective!r}; it holds {numbers}")
+    return float(value)
+
 def main():
     "Entry point of `python -m anydoor.train` (a Hydra app)."
     import hydra
@@ -549,10 +558,10 @@ def main():
     def _app(cfg: DictConfig):
         hydra_dir = Path(HydraConfig.get().runtime.output_dir)
         if cfg.resume:            # the run continues in its own folder: Hydra's fresh one holds only its logs
-            try: return train(cfg)
+            try: return objective_value(train(cfg), cfg.objective)
             finally: _remove_if_only_hydra(hydra_dir)
         cfg.run_dir = cfg.run_dir or str(hydra_dir)
-        return train(cfg)
+        return objective_value(train(cfg), cfg.objective)
     _app()
 
 # %% ../nbs/14_train.ipynb #946fcf5d

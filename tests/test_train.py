@@ -297,3 +297,28 @@ def test_before_fine_tuning_is_judged_as_the_foundation_predicts(tmp_path, monke
     assert seen == [("eval_before", "epsilon"), ("eval", "v_prediction")]
     from anydoor.model import AnyDoor
     assert AnyDoor.from_pretrained(tmp_path / "model").noise_scheduler.config.prediction_type == "v_prediction"
+
+
+def test_optuna_search_runs_trials_and_reports_the_best(tmp_path):
+    "`hparams_search=optuna`: each trial its own run folder; the sweep ends with the best values of the objective."
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs hydra-optuna-sweeper (the dev/sweep extra)")
+    res = _cli(tmp_path, "-m", *FAST, "trainer.max_steps=2", "trainer.checkpoint_every=2", "hparams_search=optuna",
+               "objective=loss", "hydra.sweeper.direction=minimize", "hydra.sweeper.n_trials=2", "hydra.sweep.dir=sweep")
+    assert res.returncode == 0, res.stderr[-3000:]
+    trials = sorted(p.parent for p in (tmp_path / "sweep").rglob("summary.json"))
+    assert len(trials) == 2
+    lrs = [float(t.joinpath("config.yaml").read_text().split("lr: ")[1].split()[0]) for t in trials]
+    assert lrs[0] != lrs[1] and all(3e-5 <= lr <= 1e-3 for lr in lrs)        # values proposed from the search space
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    loss = {json.loads(t.joinpath("summary.json").read_text())["loss"] for t in trials}
+    assert f"best_value: {min(loss)}" in best
+
+
+def test_objective_must_be_a_number_of_the_summary():
+    from anydoor.train import objective_value
+    summary = {"step": 2, "loss": 0.5, "run_dir": "runs/x", "name": "anydoor"}
+    assert objective_value(summary, "loss") == 0.5 and objective_value(summary, None) is summary
+    with pytest.raises(ValueError, match=r"`objective` must name a number of the run's summary, got 'name'; it holds \['loss', 'step'\]"):
+        objective_value(summary, "name")
+    with pytest.raises(ValueError, match="needs eval.enabled=true"):
+        compose(FAST + ["objective=judge_identity"])

@@ -81,6 +81,7 @@ class TrainerConfig:
     log_every: int = 10
     sample_every: int = 100         # sample grid of held-out pairs every N steps (0 = never)
     num_threads: int = 0            # torch CPU threads (0 = torch's default)
+    ema_decay: float = 0.0          # EMA of the trained weights (diffusers' EMAModel), saved as the model; 0 = off
 
 @dataclass
 class LoggerConfig:
@@ -172,6 +173,7 @@ def validate_config(cfg) -> None:
         if t[key] < 1: raise ValueError(f"`trainer.{key}` must be >= 1, got {t[key]}")
     if not t.lr > 0: raise ValueError(f"`trainer.lr` must be > 0, got {t.lr}")
     if t.grad_clip < 0: raise ValueError(f"`trainer.grad_clip` must be >= 0 (0 switches clipping off), got {t.grad_clip}")
+    if not 0 <= t.ema_decay < 1: raise ValueError(f"`trainer.ema_decay` must be in [0, 1) (0 switches EMA off), got {t.ema_decay}")
     if t.keep_checkpoints < 0:
         raise ValueError(f"`trainer.keep_checkpoints` must be >= 0 (0 keeps every one), got {t.keep_checkpoints}")
     if t.weight_decay < 0: raise ValueError(f"`trainer.weight_decay` must be >= 0, got {t.weight_decay}")

@@ -351,10 +351,17 @@ def train(cfg) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr, weight_decay=tc.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
     step = 0
+    ema = None
+    if tc.ema_decay > 0:                   # an exponential moving average of the trained weights (diffusers' EMAModel)
+        from diffusers.training_utils import EMAModel
+        ema = EMAModel(trainable, decay=tc.ema_decay)
     if cfg.resume:
         ckpt = latest_checkpoint(cfg.resume)
         state = load_checkpoint(ckpt, model, optimizer)
         step = state["step"]
+        if ema is not None:                # a checkpoint of a run without EMA: the average starts from its weights
+            if "ema" in state: ema.load_state_dict(state["ema"]); ema.to(accelerator.device)
+            else: ema = EMAModel(trainable, decay=tc.ema_decay)
         if main: rewind_run_dir(run_dir, step)
         _set_rng_state(state["rng"][rank], generator)
         accelerator.print(f"resumed from {ckpt} at step {step}")
@@ -374,8 +381,9 @@ def train(cfg) -> dict:
             import torch.distributed as dist
             dist.all_gather_object(states, _rng_state(generator))
         else: states = [_rng_state(generator)]
+        extra = {"rng": states} if ema is None else {"rng": states, "ema": ema.state_dict()}
         if main:
-            save_checkpoint(ckpt_root, step, model, optimizer, {"rng": states}, config=cfg, keep=tc.keep_checkpoints)
+            save_checkpoint(ckpt_root, step, model, optimizer, extra, config=cfg, keep=tc.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     before = {}
@@ -411,6 +419,7 @@ def train(cfg) -> dict:
                 if accelerator.sync_gradients and tc.grad_clip > 0:
                     accelerator.clip_grad_norm_(trainable, tc.grad_clip)
                 optimizer.step(); optimizer.zero_grad(set_to_none=True)
+                if ema is not None and accelerator.sync_gradients: ema.step(trainable)
             window["loss"].append(mean_loss.item()); seen += len(losses) * world
             for k in DATA_KINDS:
                 sel = batch["data_kind"] == k
@@ -436,6 +445,8 @@ def train(cfg) -> dict:
     # 3. Save, evaluate, summarise
     summary = {"step": step, "loss": last.get("loss", _last_logged_loss(run_dir)), "run_dir": str(run_dir), "name": cfg.name,
                "seed": cfg.seed}
+    if ema is not None:                    # the saved and evaluated model is the average (the checkpoints keep both)
+        ema.copy_to(trainable); summary["ema_decay"] = tc.ema_decay
     if main:
         model.eval()
         bad = [n for n, p in model.named_trainable_parameters() if not torch.isfinite(p).all()]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from anydoor.config import compose, list_experiments
+from anydoor.model import AnyDoor
 from anydoor.train import latest_checkpoint, train
 
 FAST = ["model.pretrained=random", "logger=none", "eval.enabled=false", "trainer.batch_size=2", "trainer.log_every=1",
@@ -322,3 +323,21 @@ def test_objective_must_be_a_number_of_the_summary():
         objective_value(summary, "name")
     with pytest.raises(ValueError, match="needs eval.enabled=true"):
         compose(FAST + ["objective=judge_identity"])
+
+
+def test_ema_is_the_saved_model_and_survives_resume(tmp_path):
+    "trainer.ema_decay: the saved model is the average, not the last weights; a resumed run ends where a straight one does."
+    from safetensors.torch import load_file
+    args = FAST + ["trainer.checkpoint_every=2", "trainer.ema_decay=0.9"]
+    straight = train(compose(args + ["trainer.max_steps=4", f"run_dir={tmp_path / 'a'}"]))
+    assert straight["ema_decay"] == 0.9
+    raw = load_file(str(tmp_path / "a" / "checkpoints" / "step_000004" / "trainable.safetensors"))
+    saved = AnyDoor.from_pretrained(tmp_path / "a" / "model")
+    named = dict(saved.named_parameters())
+    assert any(not torch.equal(named[k], v) for k, v in raw.items())          # the average, not the last step
+    train(compose(args + ["trainer.max_steps=2", f"run_dir={tmp_path / 'b'}"]))
+    train(compose(args + ["trainer.max_steps=4", f"resume={tmp_path / 'b'}"]))
+    resumed = dict(AnyDoor.from_pretrained(tmp_path / "b" / "model").named_parameters())
+    assert all(torch.equal(resumed[k], named[k]) for k in raw)
+    with pytest.raises(ValueError, match=r"`trainer.ema_decay` must be in \[0, 1\)"):
+        compose(FAST + ["trainer.ema_decay=1"])

@@ -92,6 +92,7 @@ class LoggerConfig:
     mode: str = "auto"              # auto | offline | online | disabled
     tags: List[str] = field(default_factory=list)
     artifacts: bool = True          # the trained model/ folder as a W&B artifact (type "model") at the end
+    checkpoint_artifacts: bool = False # every checkpoint as a W&B artifact (type "checkpoint", alias step_N): GBs at full size
 
 @dataclass
 class EvalConfig:

@@ -179,11 +179,11 @@ class RunLogger:
         cast = lambda v: wandb.Image(v) if hasattr(v, "save") and hasattr(v, "size") else v
         self.run.log({key: wandb.Table(columns=list(columns), data=[[cast(v) for v in r] for r in rows])}, step=step)
 
-    def log_model(self, folder: Path, name: str, aliases=("latest",)):
-        "A saved model folder as a W&B artifact of type `model` (offline runs keep it for `wandb sync`)."
+    def log_model(self, folder: Path, name: str, aliases=("latest",), kind: str = "model"):
+        "A saved folder (model or checkpoint) as a W&B artifact of type `kind` (offline runs keep it for `wandb sync`)."
         if self.run is None: return
         import wandb
-        art = wandb.Artifact(name, type="model", metadata={"folder": str(folder)})
+        art = wandb.Artifact(name, type=kind, metadata={"folder": str(folder)})
         art.add_dir(str(folder))
         self.run.log_artifact(art, aliases=list(aliases))
 
@@ -383,7 +383,9 @@ def train(cfg) -> dict:
         else: states = [_rng_state(generator)]
         extra = {"rng": states} if ema is None else {"rng": states, "ema": ema.state_dict()}
         if main:
-            save_checkpoint(ckpt_root, step, model, optimizer, extra, config=cfg, keep=tc.keep_checkpoints)
+            folder = save_checkpoint(ckpt_root, step, model, optimizer, extra, config=cfg, keep=tc.keep_checkpoints)
+            if cfg.logger.get("checkpoint_artifacts", False):
+                logger.log_model(folder, f"{cfg.name}-seed{cfg.seed}-checkpoint", (f"step_{step}", "latest"), kind="checkpoint")
         accelerator.wait_for_everyone()
 
     before = {}

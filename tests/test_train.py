@@ -92,7 +92,7 @@ def test_wandb_offline_logs_images(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     cfg = compose([*FAST, "logger=wandb", "trainer.max_steps=2", "trainer.sample_every=1", "trainer.checkpoint_every=2",
                    "eval.enabled=true", "eval.num_identities=4", "eval.seeds=[0]", "eval.num_inference_steps=2",
-                   f"run_dir={tmp_path}"])
+                   "logger.checkpoint_artifacts=true", f"run_dir={tmp_path}"])
     summary = train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -110,7 +110,8 @@ def test_wandb_offline_logs_images(tmp_path, monkeypatch):
     assert tables["judge"]["columns"][:2] == ["reading", "after"] and len(tables["judge"]["data"]) == 5
     assert tables["pairs"]["columns"][:5] == ["identity", "reference", "hint", "insertion", "ground truth"]
     assert len(tables["pairs"]["data"]) == 4
-    assert b"anydoor-seed0-model" in next(runs[0].glob("run-*.wandb")).read_bytes()
+    log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"anydoor-seed0-model" in log and b"anydoor-seed0-checkpoint" in log and b"step_2" in log
 
 
 def test_bad_config_values_are_named():

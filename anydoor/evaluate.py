@@ -15,10 +15,10 @@ from .core import check_tensor, tensor_to_pil
 from .sampling import generate
 
 # %% auto #0
-__all__ = ['HELDOUT_IDENTITIES', 'JUDGED', 'crop_boxes', 'colour_signature', 'reference_signature', 'box_signature',
-           'identity_top1', 'masked_psnr', 'box_ssim', 'copy_paste', 'mean_fill', 'eps_error_in_box', 'heldout_batch',
-           'judge_metrics', 'evaluate_batch', 'insertion_grid', 'heldout_evaluation', 'evaluate_toy', 'sample_grid',
-           'x0_error_by_timestep', 'load_for_evaluation', 'main']
+__all__ = ['HELDOUT_IDENTITIES', 'JUDGED', 'GRID_COLUMNS', 'crop_boxes', 'colour_signature', 'reference_signature',
+           'box_signature', 'identity_top1', 'masked_psnr', 'box_ssim', 'copy_paste', 'mean_fill', 'eps_error_in_box',
+           'heldout_batch', 'judge_metrics', 'evaluate_batch', 'insertion_grid', 'heldout_evaluation', 'evaluate_toy',
+           'sample_grid', 'x0_error_by_timestep', 'load_for_evaluation', 'main']
 
 # %% ../nbs/12_evaluate.ipynb #66823699
 def crop_boxes(images: torch.Tensor,   # (B, 3, S, S)
@@ -226,7 +226,11 @@ def evaluate_batch(model, batch: dict, gallery: dict,
     m["id_gap"] = m["eps_box_wrong_reference"] / m["eps_box"] - 1
     return m, crops
 
-def insertion_grid(batch: dict, crops: list, n: int = 8) -> Image.Image:
+GRID_COLUMNS = ("reference", "scene + box (hint)", "insertion", "copy-paste", "ground truth")
+
+def insertion_grid(batch: dict, crops: list, n: int = 8,
+                   labels: bool = False,   # a header row naming the columns (GRID_COLUMNS)
+                  ) -> Image.Image:
     "Rows of reference | hint | generated (first seed) | copy-paste | ground truth, as one PIL image."
     ref, hint, target = batch["reference"][:n], batch["hint"][:n], batch["target"][:n]
     cp = copy_paste(ref, target, batch["box"][:n])
@@ -236,7 +240,15 @@ def insertion_grid(batch: dict, crops: list, n: int = 8) -> Image.Image:
             for r, h, g, c, t in zip(ref, hint, crops[0][:n], cp, target)]
     img = tensor_to_pil(torch.cat(rows, dim=1).clamp(0, 1))
     scale = max(1, 256 // S)
-    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if not labels: return img
+    from PIL import ImageDraw
+    out = Image.new("RGB", (img.width, img.height + 24), "white"); out.paste(img, (0, 24))
+    draw, w = ImageDraw.Draw(out), img.width // len(GRID_COLUMNS)
+    for i, name in enumerate(GRID_COLUMNS):
+        left, top, right, bottom = draw.textbbox((0, 0), name)
+        draw.text((i * w + (w - (right - left)) // 2 - left, 12 - (bottom - top) // 2 - top), name, fill="black")
+    return out
 
 def heldout_evaluation(model, cfg) -> tuple:
     "Zero-shot evaluation of `model` on held-out toy identities as `cfg.eval` says: (metrics, batch, gallery, crops)."
@@ -300,12 +312,13 @@ def main(argv=None) -> dict:
     p.add_argument("--pairs-per-identity", type=int, default=1); p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20); p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--collage", default=None, choices=COLLAGES, help="default: the collage the model was trained on"); p.add_argument("--out")
+    p.add_argument("--grid", help="also write the first 8 pairs (first seed) as a labelled PNG grid")
     a = p.parse_args(argv)
     try:
         model = load_for_evaluation(a.path)
         batch, gallery = heldout_batch(model, a.num_identities, a.collage or model.settings.collage, a.pairs_per_identity)
     except (FileNotFoundError, ValueError) as e: p.error(str(e))
-    m, _ = evaluate_batch(model, batch, gallery, seeds=a.seeds, num_inference_steps=a.steps, guidance_scale=a.guidance)
+    m, crops = evaluate_batch(model, batch, gallery, seeds=a.seeds, num_inference_steps=a.steps, guidance_scale=a.guidance)
     import shlex, sys
     args = sys.argv[1:] if argv is None else [str(v) for v in argv]
     m.update(path=str(a.path), seeds=list(a.seeds), num_inference_steps=a.steps, guidance_scale=a.guidance,
@@ -318,6 +331,7 @@ def main(argv=None) -> dict:
           f"{m['identity_top1_ground_truth']:8.3f}{m['identity_chance']:8.3f}")
     print(f"in-box PSNR {m['psnr_box']:.2f} dB (mean-colour fill {m['psnr_box_mean_fill']:.2f}), background PSNR {m['psnr_background']:.2f} dB")
     if a.out: Path(a.out).write_text(json.dumps(m, indent=1))
+    if a.grid: insertion_grid(batch, crops, n=8, labels=True).save(a.grid)
     return m
 
 # %% ../nbs/12_evaluate.ipynb #ab2837d9

@@ -1,5 +1,6 @@
 "The identity judge (anydoor.judge): its command, its refusals, and the shipped judge's validation record."
 import json, math
+import numpy as np
 
 import pytest
 import torch
@@ -123,3 +124,19 @@ def test_evaluate_command_uses_the_collage_the_model_was_trained_on(monkeypatch,
         with pytest.raises(SystemExit):
             evaluate.main([str(tmp_path / "m"), *extra])
     assert seen == ["raw", "hifreq_4px"]
+
+
+def test_evaluate_command_writes_metrics_and_a_labelled_grid(tmp_path):
+    "`--out` and `--grid`: the metrics JSON and the first pairs as a PNG with a header naming the columns."
+    from PIL import Image
+    from anydoor import evaluate
+    from anydoor.model import AnyDoor
+    AnyDoor.tiny(seed=0).save_pretrained(tmp_path / "m")
+    m = evaluate.main([str(tmp_path / "m"), "--num-identities", "4", "--seeds", "0", "--steps", "2",
+                       "--out", str(tmp_path / "m.json"), "--grid", str(tmp_path / "g.png")])
+    assert json.loads((tmp_path / "m.json").read_text())["num_pairs"] == 4 == m["num_pairs"]
+    g = Image.open(tmp_path / "g.png")
+    scale = max(1, 256 // 32)
+    assert g.size == (5 * 32 * scale, 4 * 32 * scale + 24)        # 5 columns, 4 rows, the header
+    header = np.asarray(g.convert("L"))[:24]
+    assert (header < 128).any() and (header == 255).mean() > 0.8  # text on white

@@ -1,7 +1,7 @@
 """`anydoor-demo` clicked through in a real headless browser: upload a reference and a scene, paint the target
 region, click Insert, an inserted image appears. Chromium is Debian's (`apt-get install chromium`, done by
 .ci/setup where apt is available) or any Chromium named by ANYDOOR_CHROMIUM; Playwright drives it."""
-import base64, io, os, shutil, socket, time
+import base64, contextlib, io, os, shutil, socket
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,9 @@ def _image_bytes(page, src: str) -> bytes:
     return page.request.get(src).body()
 
 
-def test_upload_paint_insert(served):
+@contextlib.contextmanager
+def _page_with_pictures(served):
+    "A headless Chromium page on the demo with the gift uploaded as the reference and the coffee photo as the scene."
     url, tmp = served
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
@@ -73,15 +75,21 @@ def test_upload_paint_insert(served):
             _upload(page, "reference", tmp / "gift.png")
             _upload(page, "scene", tmp / "coffee.png")
             page.wait_for_timeout(1500)                       # the editors draw the pictures
-            _paint(page, "scene", 40, -60)
-            page.wait_for_timeout(500)
-            page.click("#insert")
-            img = page.locator("#result img").first
-            img.wait_for(state="visible", timeout=120_000)
-            page.screenshot(path=str(tmp / "page.png"))
-            out = Image.open(io.BytesIO(_image_bytes(page, img.get_attribute("src")))).convert("RGB")
+            yield page
         finally:
             browser.close()
+
+
+def test_upload_paint_insert(served):
+    _, tmp = served
+    with _page_with_pictures(served) as page:
+        _paint(page, "scene", 40, -60)
+        page.wait_for_timeout(500)
+        page.click("#insert")
+        img = page.locator("#result img").first
+        img.wait_for(state="visible", timeout=120_000)
+        page.screenshot(path=str(tmp / "page.png"))
+        out = Image.open(io.BytesIO(_image_bytes(page, img.get_attribute("src")))).convert("RGB")
     scene = Image.open(tmp / "coffee.png").convert("RGB")
     assert out.size == scene.size                             # the whole scene comes back ...
     diff = np.abs(np.asarray(out, np.int16) - np.asarray(scene, np.int16)).sum(-1) > 0
@@ -91,16 +99,6 @@ def test_upload_paint_insert(served):
 
 
 def test_missing_paint_is_a_message(served):
-    url, tmp = served
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(url); page.wait_for_selector("#scene")
-            _upload(page, "reference", tmp / "gift.png")
-            _upload(page, "scene", tmp / "coffee.png")
-            page.wait_for_timeout(1500)
-            page.click("#insert")                             # nothing painted on the scene
-            page.get_by_text("paint over the scene").first.wait_for(timeout=60_000)
-        finally:
-            browser.close()
+    with _page_with_pictures(served) as page:
+        page.click("#insert")                                 # nothing painted on the scene
+        page.get_by_text("paint over the scene").first.wait_for(timeout=60_000)

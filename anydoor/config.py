@@ -140,7 +140,7 @@ _CHOICES = {
     ("model", "prediction_type"): ("epsilon", "v_prediction"), ("timesteps", "mode"): ("adaptive", "uniform"),
     ("logger", "name"): ("wandb", "none"), ("logger", "mode"): ("auto", "offline", "online", "disabled"),
     ("trainer", "mixed_precision"): ("no", "fp16", "bf16"),
-    ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "mix"),
+    ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "garments", "mix"),
 }
 
 def _numbers(node, prefix=""):

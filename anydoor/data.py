@@ -19,12 +19,14 @@ from .core import check_box
 from .timesteps import DATA_KINDS
 
 # %% auto #0
-__all__ = ['SAMPLE_KEYS', 'TOY_SHAPES', 'TOY_TEXTURES', 'TOY_EMBLEMS', 'DAVIS_PALETTE', 'check_sample', 'FilterConfig',
-           'reference_filter', 'target_filter', 'Skip', 'Pair', 'SampleConfig', 'make_sample', 'SkipCounts',
-           'TeleportDataset', 'ToyIdentity', 'make_identity', 'ToyPose', 'render_object', 'composite', 'toy_background',
-           'toy_pair', 'TeleportToyDataset', 'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture',
-           'VideoSegmentationDataset', 'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset',
-           'MixtureDataset', 'dataset_from_config', 'collate', 'make_loader', 'loader_throughput']
+__all__ = ['SAMPLE_KEYS', 'TOY_SHAPES', 'TOY_TEXTURES', 'TOY_EMBLEMS', 'DAVIS_PALETTE', 'VITON_HD_GARMENT_LABELS',
+           'DRESSCODE_GARMENT_LABELS', 'check_sample', 'FilterConfig', 'reference_filter', 'target_filter', 'Skip',
+           'Pair', 'SampleConfig', 'make_sample', 'SkipCounts', 'TeleportDataset', 'ToyIdentity', 'make_identity',
+           'ToyPose', 'render_object', 'composite', 'toy_background', 'toy_pair', 'TeleportToyDataset',
+           'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture', 'VideoSegmentationDataset',
+           'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset', 'white_background_mask', 'GarmentDataset',
+           'make_garment_fixture', 'MixtureDataset', 'dataset_from_config', 'collate', 'make_loader',
+           'loader_throughput']
 
 # %% ../nbs/08_data.ipynb #49c06f9d
 SAMPLE_KEYS = ("reference", "hint", "target", "data_kind", "identity", "box", "box_mask",
@@ -1022,6 +1024,195 @@ class MultiViewDataset(TeleportDataset):
         return Pair(ref_img, ref_mask, tar_img, tar_mask, self.data_kind, -1, self.name,
                     dict(object=str(ri.parent), views=(ri.name, ti.name), view_index=(i, j)))
 
+# %% ../nbs/08_data.ipynb #0d4c4f46
+def white_background_mask(image: np.ndarray,      # (H, W, 3) uint8: one object photographed on white
+                          threshold: int = 240,   # a pixel is white when all three channels are >= this
+                         ) -> np.ndarray:
+    "The object's `(H, W)` bool mask in a photo on white: all but the white pixels connected to the border."
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"`image` must be a numpy array of shape (H, W, 3), got "
+                         f"{type(image).__name__} {getattr(image, 'shape', '')}")
+    white = (image >= threshold).all(-1).astype(np.uint8)              # (H, W)
+    _, labels = cv2.connectedComponents(white, connectivity=4)         # 0 = not white
+    edge = np.unique(np.r_[labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+    return ~np.isin(labels, edge[edge > 0])                            # white inside the garment stays garment
+
+# %% ../nbs/08_data.ipynb #8a2babb9
+VITON_HD_GARMENT_LABELS = (5,)        # image-parse-v3 (LIP labels): 5 upper-clothes (6 dress, 7 coat, 9 pants, 12 skirt)
+DRESSCODE_GARMENT_LABELS = {          # label_maps/<id>_4.png: 4 upper_clothes, 5 skirt, 6 pants, 7 dress
+    "upper_body": (4,), "lower_body": (5, 6), "dresses": (7,)}
+
+def _label_ids(v, what):
+    "One parsing label id or a sequence of them, as a tuple of ints >= 0."
+    ids = [v] if isinstance(v, (int, np.integer)) else list(v) if isinstance(v, Sequence) and not isinstance(v, str) else []
+    if not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in ids):
+        raise ValueError(f"`garment_labels` {what} must be one label id or a sequence of ids >= 0, got {v!r}")
+    return tuple(int(i) for i in ids)
+
+class GarmentDataset(TeleportDataset):
+    "Kind-2 pairs from try-on data: the in-shop garment (reference) and a person wearing it (target)."
+    name = "garments"
+    LAYOUTS = {
+        "viton_hd": "<root>/{train,test}/cloth/<id>.jpg + cloth-mask/<id>.jpg + image/<id>.jpg + image-parse-v3/<id>.png",
+        "dresscode": "<root>/{upper_body,lower_body,dresses}/images/<id>_0.jpg (person) + images/<id>_1.jpg "
+                     "(garment on white) + label_maps/<id>_4.png",
+    }
+    LAYOUT = "; or ".join(f"{k}: {v}" for k, v in LAYOUTS.items())
+    DRESSCODE_CATEGORIES = ("upper_body", "lower_body", "dresses")
+
+    def __init__(self,
+                 root,                          # the data set's folder (VITON-HD: holds train/ or is a split; DressCode: holds the category folders)
+                 layout: str = "auto",          # "viton_hd", "dresscode", or "auto" (told by the folders under `root`)
+                 image_size: int = 512, reference_size: int = 224, seed: int = 0,
+                 data_kind: int = 2,            # SPEC §7: garments are multi-view-like, high quality
+                 splits=("train",),             # viton_hd: split folders to read (ignored when `root` holds cloth/ itself)
+                 categories=None,               # dresscode: category folders to read (None = those present)
+                 garment_labels=None,           # parsing ids of the worn garment: ids (viton_hd) or {category: ids} (dresscode); None = the defaults above
+                 white_threshold: int = 240,    # dresscode: `white_background_mask` threshold for the garment mask
+                 filters=None,                  # None = FilterConfig(max_box_side=1.0); a mapping overrides single fields
+                 training: bool = True, probe: bool = True, **kwargs):
+        if filters is None or isinstance(filters, Mapping):     # SPEC §4.1: a worn garment may fill the person picture
+            filters = FilterConfig(**{"max_box_side": 1.0, **(filters or {})})
+        super().__init__(image_size, reference_size, seed, training=training, data_kind=data_kind,
+                         filters=filters, **kwargs)
+        if layout not in ("auto", *self.LAYOUTS):
+            raise ValueError(f"`layout` must be one of {('auto', *self.LAYOUTS)}, got {layout!r}")
+        self.root = _check_dir(root, "garment dataset root", self.LAYOUT if layout == "auto" else self.LAYOUTS[layout])
+        self.layout = self._detect_layout() if layout == "auto" else layout
+        self.LAYOUT, self.white_threshold = self.LAYOUTS[self.layout], int(white_threshold)
+        if self.layout == "viton_hd":
+            labels = VITON_HD_GARMENT_LABELS if garment_labels is None else _label_ids(garment_labels, "(viton_hd)")
+            self.items = self._index_viton_hd((splits,) if isinstance(splits, str) else tuple(splits), labels)
+        else:
+            labels = dict(DRESSCODE_GARMENT_LABELS)
+            if garment_labels is not None:
+                if not isinstance(garment_labels, Mapping):
+                    raise ValueError(f"`garment_labels` (dresscode) must map a category to label ids, got {garment_labels!r}")
+                labels.update({c: _label_ids(v, f"[{c!r}]") for c, v in garment_labels.items()})
+            self.items = self._index_dresscode(categories, labels)
+        if not self.items:
+            raise ValueError(f"{type(self).__name__}: no garment/person pair under {self.root} (layout {self.layout}: "
+                             f"{self.LAYOUT}); counted {dict(self.stats)}")
+        if probe: self.probe(self.root)
+
+    def _detect_layout(self):
+        r = self.root
+        if any((r / c).is_dir() for c in self.DRESSCODE_CATEGORIES): return "dresscode"
+        if (r / "cloth").is_dir() or any((r / s / "cloth").is_dir() for s in ("train", "test")): return "viton_hd"
+        raise ValueError(f"{type(self).__name__}: cannot tell the layout of {r}: expected {self.LAYOUT}")
+
+    def _index_viton_hd(self, splits, labels):
+        dirs = [self.root] if (self.root / "cloth").is_dir() else \
+               [_check_dir(self.root / s, f"VITON-HD split folder {s}/", self.LAYOUT) for s in splits]
+        items = []
+        for d in dirs:
+            sub = {k: _check_dir(d / k, f"VITON-HD {k}/ folder", self.LAYOUT)
+                   for k in ("cloth", "cloth-mask", "image", "image-parse-v3")}
+            masks = {Path(f).stem: f for f in os.listdir(sub["cloth-mask"])}
+            people, parses = set(os.listdir(sub["image"])), set(os.listdir(sub["image-parse-v3"]))
+            for f in sorted(os.listdir(sub["cloth"])):
+                stem = Path(f).stem
+                if not f.lower().endswith(_IMAGE_EXTS): continue
+                missing = ("cloth_mask" if stem not in masks else "person" if f not in people
+                           else "parsing" if stem + ".png" not in parses else None)
+                if missing: self.stats[f"index_missing_{missing}"] += 1; continue
+                items.append((sub["cloth"] / f, sub["cloth-mask"] / masks[stem], sub["image"] / f,
+                              sub["image-parse-v3"] / f"{stem}.png", labels, d.name))
+        return items
+
+    def _index_dresscode(self, categories, labels):
+        if categories is None: categories = [c for c in self.DRESSCODE_CATEGORIES if (self.root / c).is_dir()]
+        if isinstance(categories, str): categories = (categories,)
+        items = []
+        for c in categories:
+            if c not in labels:
+                raise ValueError(f"`categories` must hold DressCode categories {self.DRESSCODE_CATEGORIES} (or keys "
+                                 f"of `garment_labels`), got {c!r}")
+            d = _check_dir(self.root / c, f"DressCode category folder {c}/", self.LAYOUT)
+            imgs = _check_dir(d / "images", f"DressCode {c}/images/ folder", self.LAYOUT)
+            maps = _check_dir(d / "label_maps", f"DressCode {c}/label_maps/ folder", self.LAYOUT)
+            names, parses = set(os.listdir(imgs)), set(os.listdir(maps))
+            for f in sorted(n for n in names if n.endswith("_1.jpg")):
+                pid = f[: -len("_1.jpg")]
+                missing = "person" if f"{pid}_0.jpg" not in names else "parsing" if f"{pid}_4.png" not in parses else None
+                if missing: self.stats[f"index_missing_{missing}"] += 1; continue
+                items.append((imgs / f, None, imgs / f"{pid}_0.jpg", maps / f"{pid}_4.png", labels[c], c))
+        return items
+
+    def __len__(self): return len(self.items)
+
+    def load_pair(self, index, rng):
+        garment, garment_mask, person, parsing, labels, group = self.items[index]
+        ref_img = _read_rgb(garment)
+        ref_mask = (_read_mask_png(garment_mask) if garment_mask is not None
+                    else white_background_mask(ref_img, self.white_threshold))
+        tar_img, parse = _read_rgb(person), _read_index_png(parsing)
+        if ref_img.shape[:2] != ref_mask.shape or tar_img.shape[:2] != parse.shape:
+            raise Skip("size_mismatch", f"{garment.name}: a picture and its mask or parsing differ in size")
+        return Pair(ref_img, ref_mask, tar_img, np.isin(parse, labels), self.data_kind, -1, self.name,
+                    dict(layout=self.layout, group=group, garment=str(garment), person=str(person),
+                         parsing=str(parsing)))
+
+# %% ../nbs/08_data.ipynb #5de12598
+def _voc_palette(n: int = 256) -> list:
+    "The PASCAL VOC colour map (DAVIS uses its first colours): flat [r, g, b, ...] for palette PNGs."
+    pal = []
+    for i in range(n):
+        r = g = b = 0
+        for j in range(8):
+            r |= ((i >> (3 * j)) & 1) << (7 - j); g |= ((i >> (3 * j + 1)) & 1) << (7 - j)
+            b |= ((i >> (3 * j + 2)) & 1) << (7 - j)
+        pal += [r, g, b]
+    return pal
+
+def make_garment_fixture(root,                       # the data set's folder to create
+                         layout: str = "viton_hd",   # "viton_hd" (a train/ split) or "dresscode" (the three category folders)
+                         num_pairs: int = 3,         # pairs per split or category
+                         size: tuple = (256, 192),   # (H, W) of every picture (the real sets: 1024 x 768)
+                        ) -> Path:
+    "Write a tiny try-on tree: clip-art garments on white, worn on photos with a parsing map."
+    if layout not in ("viton_hd", "dresscode"):
+        raise ValueError(f"`layout` must be 'viton_hd' or 'dresscode', got {layout!r}")
+    root = Path(root)
+    objs, scenes = _fixture_objects(), ("astronaut", "coffee", "chelsea", "rocket")
+    H, W = size
+    # (folder, garment label, the label of another garment the person wears, is the garment worn low)
+    if layout == "viton_hd": groups = [("train", VITON_HD_GARMENT_LABELS[0], 9, False)]   # LIP 9 = pants, 13 = face
+    else: groups = [("upper_body", 4, 6, False), ("lower_body", 6, 4, True), ("dresses", 7, 6, False)]
+    face = 13 if layout == "viton_hd" else 11                                           # DressCode 11 = head
+    for g, (folder, label, other, low) in enumerate(groups):
+        d = root / folder
+        dirs = ({k: d / k for k in ("cloth", "cloth-mask", "image", "image-parse-v3")} if layout == "viton_hd"
+                else {"images": d / "images", "label_maps": d / "label_maps"})
+        for p in dirs.values(): p.mkdir(parents=True, exist_ok=True)
+        for i in range(num_pairs):
+            name, img, m = objs[(g + i) % len(objs)]
+            ys, xs = np.nonzero(m)
+            aspect = (ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1)                                   # object height / width
+            flat, fm = _paste(np.full((H, W, 3), 255, np.uint8), img, m, (W / 2, H / 2), min(0.6 * H, 0.75 * W * aspect))
+            person = _fixture_scene(scenes[(g + i) % len(scenes)], size).copy()
+            parse = np.zeros((H, W), np.uint8)
+            y_other = (slice(int(0.2 * H), int(0.45 * H)) if low else slice(int(0.6 * H), int(0.95 * H)))
+            person[y_other, int(0.35 * W):int(0.65 * W)] = (40, 50, 90); parse[y_other, int(0.35 * W):int(0.65 * W)] = other
+            cv2.ellipse(person, (W // 2, int(0.12 * H)), (int(0.08 * H), int(0.1 * H)), 0, 0, 360, (224, 180, 150), -1)
+            cv2.ellipse(parse, (W // 2, int(0.12 * H)), (int(0.08 * H), int(0.1 * H)), 0, 0, 360, face, -1)
+            person, pm = _paste(person, img, m, (W * (0.45 + 0.1 * i / max(1, num_pairs - 1)), H * (0.68 if low else 0.42)),
+                                min(0.4 * H, 0.6 * W * aspect), angle=8.0 * (i - 1), squash=0.85)
+            parse[pm] = label
+            if layout == "viton_hd":
+                stem = f"{i:05d}_00"
+                Image.fromarray(flat).save(dirs["cloth"] / f"{stem}.jpg", quality=95)
+                Image.fromarray(fm.astype(np.uint8) * 255).save(dirs["cloth-mask"] / f"{stem}.jpg", quality=95)
+                Image.fromarray(person).save(dirs["image"] / f"{stem}.jpg", quality=92)
+                pal = Image.fromarray(parse, mode="P"); pal.putpalette(_voc_palette())
+                pal.save(dirs["image-parse-v3"] / f"{stem}.png")
+            else:
+                stem = f"{g * 1000 + i:06d}"
+                Image.fromarray(person).save(dirs["images"] / f"{stem}_0.jpg", quality=92)
+                Image.fromarray(flat).save(dirs["images"] / f"{stem}_1.jpg", quality=95)
+                Image.fromarray(parse, mode="L").save(dirs["label_maps"] / f"{stem}_4.png")
+    return root
+
 # %% ../nbs/08_data.ipynb #421edc4b
 class MixtureDataset(torch.utils.data.Dataset):
     "Draw each sample from one of several datasets with fixed probabilities."
@@ -1077,7 +1268,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         return k, int(rng.integers(len(self.datasets[k])))
 
 _DATASET_TYPES = {"toy": "TeleportToyDataset", "video": "VideoSegmentationDataset",
-                  "coco": "CocoInstancesDataset", "lvis": "CocoInstancesDataset", "multiview": "MultiViewDataset"}
+                  "coco": "CocoInstancesDataset", "lvis": "CocoInstancesDataset", "multiview": "MultiViewDataset",
+                  "garments": "GarmentDataset"}
 
 def _to_dict(cfg):
     try:
@@ -1124,7 +1316,7 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
                                                        "scene_size", "photo_prob", "length")}
         return TeleportToyDataset(split, kinds=kinds, **common, **extra)
     if split != "train": raise ValueError(f"`split='heldout'` exists only for the toy world, got data.name={name!r}")
-    if name in ("video", "coco", "lvis", "multiview"):
+    if name in ("video", "coco", "lvis", "multiview", "garments"):
         return _source({"type": name, "root": cfg.get("root"), "annotations": cfg.get("annotations")}
                        if name in ("coco", "lvis") else {"type": name, "root": cfg.get("root")}, common)
     if name == "mix":
@@ -1133,7 +1325,7 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
         datasets = [_source(s, common) for s in sources]
         weights = [float(s.get("weight", 1.0)) for s in sources]
         return MixtureDataset(datasets, weights, length=cfg.get("length"), seed=seed)
-    raise ValueError(f"`data.name` must be one of ('toy', 'video', 'coco', 'multiview', 'mix'), got {name!r}")
+    raise ValueError(f"`data.name` must be one of ('toy', 'video', 'coco', 'lvis', 'multiview', 'garments', 'mix'), got {name!r}")
 
 # %% ../nbs/08_data.ipynb #343f10e4
 def _teach_default_collate():

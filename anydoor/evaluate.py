@@ -242,12 +242,14 @@ def insertion_grid(batch: dict, crops: list, n: int = 8,
     scale = max(1, 256 // S)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     if not labels: return img
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
     out = Image.new("RGB", (img.width, img.height + 24), "white"); out.paste(img, (0, 24))
     draw, w = ImageDraw.Draw(out), img.width // len(GRID_COLUMNS)
+    try: font = ImageFont.load_default(size=16)        # Pillow >= 10.1 (FreeType); else the small bitmap font
+    except (TypeError, OSError): font = ImageFont.load_default()
     for i, name in enumerate(GRID_COLUMNS):
-        left, top, right, bottom = draw.textbbox((0, 0), name)
-        draw.text((i * w + (w - (right - left)) // 2 - left, 12 - (bottom - top) // 2 - top), name, fill="black")
+        left, top, right, bottom = draw.textbbox((0, 0), name, font=font)
+        draw.text((i * w + (w - (right - left)) // 2 - left, 12 - (bottom - top) // 2 - top), name, fill="black", font=font)
     return out
 
 def heldout_evaluation(model, cfg) -> tuple:

@@ -22,8 +22,9 @@ from .core import image_to_tensor, mask_to_tensor, check_box, check_tensor
 from .collage import prepare_reference, prepare_target, paste_back, CropInfo
 from .detail import DetailExtractor
 from .id_extractor import IDExtractor, ModelNotAvailableError, load_or_explain
-from .model import AnyDoor, AnyDoorSettings, PixelCodec, ANYDOOR_CONFIG
-from .sampling import generate, ddim_scheduler
+from .model import AnyDoor, AnyDoorSettings, PixelCodec, ANYDOOR_CONFIG, SAMPLE_STARTS
+from .sampling import (ddim_scheduler, detail_residuals_by_step, denoise_step, guided_condition, per_image,
+                              prepare_latents, step_kwargs)
 
 # %% auto #0
 __all__ = ['CUSTOM_PIPELINE', 'AnyDoorPipelineOutput', 'normalize_inputs', 'AnyDoorPipeline', 'controlnet_twin',
@@ -408,6 +409,10 @@ class AnyDoorPipeline(DiffusionPipeline):
         if several and (latents is not None or output_type == "latent"):
             raise ValueError("`latents` and output_type='latent' need one object per scene (objects are inserted in rounds)")
         model = self._model()
+        guidance, start_from = float(guidance_scale), model.settings.sample_start if sample_start is None else sample_start
+        if start_from not in SAMPLE_STARTS:
+            raise ValueError(f"`sample_start` must be one of {SAMPLE_STARTS}, got {sample_start!r}")
+        guided = guidance != 1.0
         model.execution_device, model.execution_dtype = self._run_device(), next(self.unet.parameters()).dtype
         S, R, n = self.image_size, self.reference_size, len(jobs)
         if latents is not None:
@@ -446,19 +451,30 @@ class AnyDoorPipeline(DiffusionPipeline):
                                      size=S, crop_ratio=crop_ratio, shape_control=shape_control, collage=self.config.collage,
                                      max_box_fraction=None, rng=rngs[id(gens[i])], pad_mask_value=pad_mask_value)
                 refs.append(ref); hints.append(tgt.hint); infos.append(tgt.crop_info)
-            # 5. Denoise: DDIM + classifier-free guidance with zero-image ID tokens (SPEC §9)
+            # 5. Condition: ID tokens (with the zero-reference unconditional, SPEC §9) and the detail maps, once per object
             per = N if shared else 1
             g = [gens[i] for i, _ in units for _ in range(per)] if isinstance(generator, list) else generator
+            dev, dtype, kwargs = model.device, model.dtype, step_kwargs(self.scheduler, float(eta), g)
+            self.scheduler.set_timesteps(int(num_inference_steps), device=dev)
+            tokens, hint = guided_condition(model, torch.stack(refs).to(dev, dtype), torch.stack(hints).to(dev, dtype),
+                                            guidance)
+            residuals = detail_residuals_by_step(model, self.scheduler.timesteps, tokens, hint, float(control_scale),
+                                                 per, guided)
+            # 6. Prepare latents: noise, or the hint's collage noised to the first step (the model's `sample_start`)
             start = None if latents is None else latents[[i * N + j for i in active for j in range(N)]]
-            out = generate(model, torch.stack(refs), torch.stack(hints), num_inference_steps=int(num_inference_steps),
-                           guidance_scale=float(guidance_scale), control_scale=float(control_scale), eta=float(eta),
-                           generator=g, latents=start, progress=loop, scheduler=self.scheduler,
-                           num_images_per_prompt=per, callback=step_end, interrupted=lambda: self._interrupt,
-                           output_type="latent" if output_type == "latent" else "image",
-                           sample_start=sample_start)                                         # (units*per, ...)
-            if output_type == "latent": break                  # one object per scene (checked): one round
-            crops = out.float().cpu()                                          # (units*per, 3, S, S) in [-1, 1]
-            # 6. Paste back into the scene (hard, or feathered over `blend` pixels)
+            x = prepare_latents(model, self.scheduler, hint, per, guided, g, start, start_from)   # (units*per, C, h, w)
+            tokens, hint = per_image(tokens, per, guided), per_image(hint, per, guided)
+            # 7. Denoising loop
+            for i, t in enumerate(loop(self.scheduler.timesteps)):
+                if self._interrupt: continue                   # diffusers' `interrupt`: skip the remaining steps
+                x = denoise_step(model, self.scheduler, x, i, t, tokens, hint, guidance, float(control_scale),
+                                 residuals, kwargs)
+                new = step_end(i, t, x)
+                if new is not None: x = new
+            if output_type == "latent": out = x; break        # one object per scene (checked): one round
+            # 8. Decode
+            crops = model.decode(x).clamp(-1, 1).float().cpu()                 # (units*per, 3, S, S) in [-1, 1]
+            # 9. Paste back into the scene (hard, or feathered over `blend` pixels)
             targets = [(i * N + c, infos[u]) for u, (i, j) in enumerate(units)      # a shared unit serves all N copies
                        for c in (range(N) if j is None else (j,))]
             for (s_idx, info), crop in zip(targets, crops):
@@ -467,7 +483,7 @@ class AnyDoorPipeline(DiffusionPipeline):
         if output_type == "latent":
             self.maybe_free_model_hooks()
             return AnyDoorPipelineOutput(images=out, crop_infos=crop_infos) if return_dict else (out, crop_infos)
-        # 7. Post-process
+        # 10. Post-process
         self.maybe_free_model_hooks()
         images = _to_output(scenes, output_type)
         if not return_dict: return (images, crop_infos)

@@ -13,7 +13,8 @@ from .core import check_tensor
 from .model import SAMPLE_STARTS
 
 # %% auto #0
-__all__ = ['DETAIL_BATCH', 'ddim_scheduler', 'generate']
+__all__ = ['DETAIL_BATCH', 'ddim_scheduler', 'step_kwargs', 'guided_condition', 'per_image', 'detail_residuals_by_step',
+           'prepare_latents', 'denoise_step', 'generate']
 
 # %% ../nbs/11_sampling.ipynb #9fcf6bff
 def ddim_scheduler(noise_scheduler) -> DDIMScheduler:
@@ -23,6 +24,66 @@ def ddim_scheduler(noise_scheduler) -> DDIMScheduler:
 
 # %% ../nbs/11_sampling.ipynb #4f5d125e
 DETAIL_BATCH = 64   # samples per batched detail forward in `generate` (bounds the residuals held at once)
+
+def step_kwargs(scheduler, eta: float = 0.0, generator=None) -> dict:
+    "The keyword arguments `scheduler.step` takes of (eta, generator); a nonzero eta it does not take is an error."
+    takes = inspect.signature(scheduler.step).parameters
+    if eta and "eta" not in takes:
+        raise ValueError(f"`eta` is DDIM's; {type(scheduler).__name__}.step takes none, got eta={eta!r}")
+    return {k: v for k, v in dict(eta=eta, generator=generator).items() if k in takes}
+
+def guided_condition(model, reference: torch.Tensor, hint: torch.Tensor, guidance_scale: float) -> tuple:
+    "ID tokens `((2)B, T, D)` and hint `((2)B, 4, S, S)`: with guidance the zero-reference unconditional half first."
+    tokens = model.id_extractor(reference)                                       # (B, T, D)
+    if guidance_scale == 1.0: return tokens, hint
+    return torch.cat([model.id_extractor.uncond_tokens(len(reference)).to(tokens), tokens]), torch.cat([hint, hint])
+
+def per_image(z: torch.Tensor, N: int, guided: bool) -> torch.Tensor:
+    "Each object's rows repeated for its N images (object-major), within each half of a guided batch."
+    if N == 1: return z
+    return torch.cat([h.repeat_interleave(N, 0) for h in (z.chunk(2) if guided else (z,))])
+
+def detail_residuals_by_step(model, timesteps, tokens, hint, control_scale: float, N: int, guided: bool,
+                             precompute: bool = True):
+    "`residuals(i)` for step i: the detail branch's maps, computed a chunk of steps at a time and once per object."
+    # The released detail branch sees the hint, t and the ID tokens, never x_t: its work for a run of steps is one
+    # batched forward, done once per object (the N images of one object share it) and a chunk of steps at a time, so
+    # that only one chunk's residuals are held in memory
+    ahead, per_chunk = {}, max(1, DETAIL_BATCH // hint.shape[0])
+    def residuals(i):
+        if not precompute: return None
+        if i not in ahead:
+            chunk = model.detail_residuals(timesteps[i:i + per_chunk], tokens, hint, control_scale, max_batch=DETAIL_BATCH)
+            if chunk is None: return None                      # a standard ControlNet, or no detail branch: per step
+            ahead.clear(); ahead.update(enumerate(chunk, start=i))
+        down, mid = ahead[i]
+        return tuple(per_image(d, N, guided) for d in down), per_image(mid, N, guided)
+    return residuals
+
+def prepare_latents(model, scheduler, hint: torch.Tensor, N: int, guided: bool,
+                    generator=None, latents: torch.Tensor | None = None, sample_start: str = "noise") -> torch.Tensor:
+    "The start x_T `(B*N, C, h, w)`: noise, or (sample_start='hint') the hint's collage noised to the first step."
+    B, dev, dtype = hint.shape[0] // (2 if guided else 1), model.device, model.dtype
+    shape = (B * N, model.latent_channels, model.latent_size, model.latent_size)
+    if latents is None:
+        latents = randn_tensor(shape, generator=generator, device=dev, dtype=dtype)
+    elif tuple(latents.shape) != shape:
+        raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
+    if sample_start == "noise": return latents.to(dev, dtype) * scheduler.init_noise_sigma
+    # img2img at strength 1 from the hint's collage: the scene around the box leaks in as training's x_T does
+    z = model.encode(hint[-B:, :3]).to(dtype).repeat_interleave(N, 0)           # (B*N, C, h, w): once per object
+    return scheduler.add_noise(z, latents.to(dev, dtype), scheduler.timesteps[:1].repeat(len(z)))
+
+def denoise_step(model, scheduler, x: torch.Tensor, i: int, t, tokens, hint, guidance_scale: float,
+                 control_scale: float, residuals, kwargs: dict) -> torch.Tensor:
+    "One step: the (guided) prediction of x_t, then the scheduler's update to x_{t-1}."
+    guided = guidance_scale != 1.0
+    x_in = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)   # identity for DDIM
+    eps = model.predict_noise(x_in, t, tokens, hint, control_scale=control_scale, residuals=residuals(i))
+    if guided:
+        eps_u, eps_c = eps.chunk(2)
+        eps = eps_u + guidance_scale * (eps_c - eps_u)
+    return scheduler.step(eps, t, x, **kwargs).prev_sample
 
 @torch.no_grad()
 def generate(model,                        # anydoor.model.AnyDoor
@@ -63,56 +124,20 @@ def generate(model,                        # anydoor.model.AnyDoor
     sample_start = model.settings.sample_start if sample_start is None else sample_start
     if sample_start not in SAMPLE_STARTS:
         raise ValueError(f"`sample_start` must be one of {SAMPLE_STARTS}, got {sample_start!r}")
-    B, dev, dtype = reference.shape[0], model.device, model.dtype
     if scheduler is None: scheduler = ddim_scheduler(model.noise_scheduler)
-    takes = inspect.signature(scheduler.step).parameters
-    if eta and "eta" not in takes:
-        raise ValueError(f"`eta` is DDIM's; {type(scheduler).__name__}.step takes none, got eta={eta!r}")
-    step_kwargs = {k: v for k, v in dict(eta=eta, generator=generator).items() if k in takes}
-    scheduler.set_timesteps(num_inference_steps, device=dev)
-    reference, hint = reference.to(dev, dtype), hint.to(dev, dtype)
-    cfg = guidance_scale != 1.0
-    tokens = model.id_extractor(reference)                                       # (B, T, D)
-    if cfg:
-        tokens = torch.cat([model.id_extractor.uncond_tokens(B).to(tokens), tokens])   # (2B, T, D)
-        hint = torch.cat([hint, hint])                                           # (2B, 4, S, S): same hint
-    # The released detail branch sees the hint, t and the ID tokens, never x_t: its work for a run of steps is one
-    # batched forward, done once per object (the N images of one object share it) and a chunk of steps at a time, so
-    # that only one chunk's residuals are held in memory
-    halves = lambda z: z.chunk(2) if cfg else (z,)
-    expand = lambda z: z if N == 1 else torch.cat([h.repeat_interleave(N, 0) for h in halves(z)])   # object-major
-    obj_tokens, obj_hint = tokens, hint
-    tokens, hint = expand(tokens), expand(hint)
-    ahead, per_chunk = {}, max(1, DETAIL_BATCH // obj_hint.shape[0])
-    def residuals(i):
-        if not precompute_detail: return None
-        if i not in ahead:
-            chunk = model.detail_residuals(scheduler.timesteps[i:i + per_chunk], obj_tokens, obj_hint, control_scale,
-                                           max_batch=DETAIL_BATCH)
-            if chunk is None: return None                      # a standard ControlNet, or no detail branch: per step
-            ahead.clear(); ahead.update(enumerate(chunk, start=i))
-        down, mid = ahead[i]
-        return tuple(expand(d) for d in down), expand(mid)
-    shape = (B * N, model.latent_channels, model.latent_size, model.latent_size)
-    if latents is None:
-        latents = randn_tensor(shape, generator=generator, device=dev, dtype=dtype)
-    elif tuple(latents.shape) != shape:
-        raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
-    if sample_start == "noise":
-        x = latents.to(dev, dtype) * scheduler.init_noise_sigma
-    else:   # img2img at strength 1 from the hint's collage: the scene around the box leaks in as training's x_T does
-        z = model.encode(halves(obj_hint)[-1][:, :3]).to(dtype).repeat_interleave(N, 0)   # (B*N, C, h, w): once per object
-        x = scheduler.add_noise(z, latents.to(dev, dtype), scheduler.timesteps[:1].repeat(len(z)))
+    kwargs = step_kwargs(scheduler, eta, generator)
+    scheduler.set_timesteps(num_inference_steps, device=model.device)
+    guided = guidance_scale != 1.0
+    tokens, hint = guided_condition(model, reference.to(model.device, model.dtype), hint.to(model.device, model.dtype),
+                                    guidance_scale)
+    residuals = detail_residuals_by_step(model, scheduler.timesteps, tokens, hint, control_scale, N, guided,
+                                         precompute_detail)
+    x = prepare_latents(model, scheduler, hint, N, guided, generator, latents, sample_start)
+    tokens, hint = per_image(tokens, N, guided), per_image(hint, N, guided)
     steps = scheduler.timesteps if progress is None else progress(scheduler.timesteps)
     for i, t in enumerate(steps):
         if interrupted is not None and interrupted(): continue   # diffusers' `interrupt`: skip the remaining steps
-        x_in = scheduler.scale_model_input(torch.cat([x, x]) if cfg else x, t)   # identity for DDIM
-        eps = model.predict_noise(x_in, t, tokens, hint, control_scale=control_scale,
-                                  residuals=residuals(i))
-        if cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+        x = denoise_step(model, scheduler, x, i, t, tokens, hint, guidance_scale, control_scale, residuals, kwargs)
         if callback is not None:
             new = callback(i, t, x)
             if new is not None: x = new

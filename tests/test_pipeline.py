@@ -555,3 +555,23 @@ def _toy_batch(model, n=2):
     from anydoor.data import TeleportToyDataset, collate
     ds = TeleportToyDataset(image_size=model.image_size, reference_size=model.reference_size, length=n)
     return {k: v for k, v in collate([ds[i] for i in range(n)]).items() if k in ("reference", "hint", "target", "data_kind")}
+
+
+@pytest.mark.parametrize("guidance,start,eta", [(3.0, "hint", 0.0), (1.0, "noise", 0.0), (2.0, "noise", 0.5)])
+def test_the_pipeline_loop_denoises_as_generate_does(pipe, scene, gift, guidance, start, eta):
+    "`__call__` owns the denoising loop (diffusers' numbered steps); it is built on generate's pieces and agrees with it."
+    from anydoor.collage import prepare_reference, prepare_target
+    from anydoor.sampling import generate
+    model, S, R = pipe._model(), pipe.image_size, pipe.reference_size
+    z = torch.randn(2, model.latent_channels, model.latent_size, model.latent_size, generator=gen(9))
+    out = pipe(gift[0], gift[1], scene, box=BOX, num_inference_steps=3, guidance_scale=guidance, generator=gen(4),
+               latents=z, num_images_per_prompt=2, output_type="latent", sample_start=start, eta=eta).images
+    g = gen(4)                                             # what the pipeline draws first: the crop's random state
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))
+    ref, ref_mask = prepare_reference(gift[0], gift[1], size=R)
+    tgt = prepare_target(scene, BOX, None, reference=ref, reference_mask=ref_mask, size=S, crop_ratio=(1.5, 3.0),
+                         collage=pipe.config.collage, max_box_fraction=None, rng=rng)
+    ref_out = generate(model, ref[None], tgt.hint[None], num_inference_steps=3, guidance_scale=guidance, generator=g,
+                       latents=z, num_images_per_prompt=2, output_type="latent", sample_start=start, eta=eta,
+                       scheduler=pipe.scheduler)
+    assert torch.equal(out, ref_out)

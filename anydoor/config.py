@@ -64,6 +64,7 @@ class DataConfig:
     annotations: Optional[str] = None
     sources: List[Dict[str, Any]] = field(default_factory=list)  # mix: [{type, root, data_kind, weight}]
     num_workers: int = 2
+    augment_reference: bool = True  # mirror + relight the reference in training (SPEC §2.4); false: pairs as they are
 
 @dataclass
 class TrainerConfig:

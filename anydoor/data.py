@@ -165,6 +165,7 @@ class SampleConfig:
     shape_control: float = 0.7        # probability of the perturbed-mask 4th channel in training
     collage: str = "hifreq"           # hifreq | raw | none (anydoor.collage)
     crop_ratio: tuple = None          # target crop ratio range; None = (1.3, 3.0) training, (1.5, 3.0) eval
+    augment_reference: bool = True    # training: mirror + brightness/contrast of the reference (SPEC §2.4); False = as is
 
 def _check_sizes(image_size, reference_size):
     for name, v in (("image_size", image_size), ("reference_size", reference_size)):
@@ -186,7 +187,7 @@ def make_sample(pair: Pair,              # the raw pair
     tar_mask = pair.target_mask.astype(np.uint8) * 255
     reference, reference_mask = prepare_reference(
         ref_img, ref_mask, size=cfg.reference_size,
-        expand_ratio=None if cfg.training else 1.2, augment=cfg.training, rng=rng)
+        expand_ratio=None if cfg.training else 1.2, augment=cfg.training and cfg.augment_reference, rng=rng)
     crop_ratio = cfg.crop_ratio or ((1.3, 3.0) if cfg.training else (1.5, 3.0))
     out = prepare_target(pair.target_image, mask=tar_mask, reference=reference, reference_mask=reference_mask,
                          size=cfg.image_size, box_expand=1.1, crop_ratio=crop_ratio,
@@ -207,7 +208,7 @@ class TeleportDataset(torch.utils.data.Dataset):
     def __init__(self, image_size: int = 512, reference_size: int = 224, seed: int = 0,
                  training: bool = True, shape_control: float = 0.7, collage: str = "hifreq",
                  crop_ratio: tuple = None, filters: FilterConfig = FilterConfig(),
-                 max_tries: int = 20, data_kind: int = 0):
+                 max_tries: int = 20, data_kind: int = 0, augment_reference: bool = True):
         _check_sizes(image_size, reference_size)
         from anydoor.collage import COLLAGES
         if collage not in COLLAGES: raise ValueError(f"`collage` must be one of {COLLAGES}, got {collage!r}")
@@ -221,7 +222,7 @@ class TeleportDataset(torch.utils.data.Dataset):
             crop_ratio = tuple(map(float, crop_ratio))
         if isinstance(filters, Mapping): filters = FilterConfig(**filters)
         self.cfg = SampleConfig(int(image_size), int(reference_size), bool(training), float(shape_control),
-                                collage, crop_ratio)
+                                collage, crop_ratio, bool(augment_reference))
         self.seed, self.filters, self.max_tries, self.data_kind = int(seed), filters, int(max_tries), int(data_kind)
         self.epoch, self.stats = 0, Counter()
 
@@ -1307,7 +1308,8 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
     "Build the dataset a config describes: the toy world, one real layout, or a weighted mix."
     cfg = _to_dict(cfg)
     name = cfg.get("name", "toy")
-    common = dict(image_size=image_size, reference_size=reference_size, seed=seed, **overrides)
+    common = dict(image_size=image_size, reference_size=reference_size, seed=seed,
+                  augment_reference=bool(cfg.get("augment_reference", True)), **overrides)
     if split not in ("train", "heldout"):
         raise ValueError(f"`split` must be 'train' or 'heldout', got {split!r}")
     if name == "toy":

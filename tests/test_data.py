@@ -320,12 +320,32 @@ def test_dataset_from_config(trees):
         dataset_from_config(cfg, S, R, split="heldout")
 
 
+def test_reference_augmentation_can_be_switched_off(monkeypatch):
+    "`data.augment_reference=false` (data=aligned): training samples keep the reference as it is; the rest of the recipe stays."
+    import anydoor.collage as C
+    seen, orig = [], C.prepare_reference
+    def spy(*a, **k):
+        seen.append(k["augment"]); return orig(*a, **k)
+    monkeypatch.setattr(C, "prepare_reference", spy)
+    for flag in (True, False):
+        seen.clear()
+        ds = dataset_from_config({"name": "toy", "kinds": [0], "augment_reference": flag}, S, R)
+        assert ds.cfg.augment_reference is flag and ds.training
+        for i in range(4): ds[i]
+        assert seen and set(seen) == {flag}
+    seen.clear()
+    dataset_from_config({"name": "toy", "kinds": [0], "augment_reference": True}, S, R, split="heldout")[0]
+    assert seen == [False]                      # held-out samples are never augmented
+
+
 def test_dataset_from_typed_config():
     pytest.importorskip("hydra")
     from anydoor.config import compose
     cfg = compose(["data=video_only"])
     ds = dataset_from_config(cfg.data, S, R)
     assert isinstance(ds, TeleportToyDataset) and ds.kinds == (1,)
+    ds = dataset_from_config(compose(["data=aligned"]).data, S, R)
+    assert ds.kinds == (0,) and ds.cfg.augment_reference is False
 
 
 def test_collate_and_bad_input():

@@ -25,7 +25,6 @@ class ModelConfig:
     preset: str = "tiny"            # tiny | sd21
     pretrained: str = "shipped"     # tiny: shipped | random | <folder>; sd21: hub (ids below) or folders
     sd: str = "stabilityai/stable-diffusion-2-1-base"  # SD 2.1-base hub id or local folder
-    dinov2: str = "facebook/dinov2-giant"              # DINOv2 hub id or local folder
     image_size: int = 32            # S: side of the training crop
     reference_size: int = 32        # R: side of the reference image
     detach_encoder_context: bool = True   # no backward through the frozen UNet encoder (anydoor.injection)
@@ -37,6 +36,7 @@ class ModelConfig:
 class IDConfig:
     "The identity branch (SPEC §2)."
     token_mode: str = "all"         # all (class + patch tokens) | global (class token) | none
+    encoder: Optional[str] = None   # the ID encoder: any transformers vision backbone, hub id or folder (None: the preset's DINOv2)
     reference_dropout: float = 0.0  # p of training on the zero reference (teaches the CFG unconditional)
     lr_multiplier: float = 1.0      # learning-rate multiplier for the (freshly initialised) ID projector
 
@@ -190,6 +190,11 @@ def validate_config(cfg) -> None:
     step, patch = (64, 14) if m.preset == "sd21" else (8, None)   # VAE x UNet downsampling; DINOv2's patch
     if m.image_size < step or m.image_size % step:
         raise ValueError(f"`model.image_size` must be a positive multiple of {step} for the {m.preset} preset, got {m.image_size}")
+    if cfg.id.encoder is not None:                                 # another encoder: its patch is checked when it loads
+        if m.preset == "tiny" and m.pretrained == "random":
+            raise ValueError(f"`id.encoder` ({cfg.id.encoder!r}) needs pretrained foundation models: `model.pretrained` is "
+                             "'random' (the toy preset's random encoder); use 'shipped' or a folder")
+        patch = 1
     if patch is None:                                              # the toy encoders' patch follows the reference
         from anydoor.id_extractor import tiny_patch_size
         patch = tiny_patch_size(m.reference_size)

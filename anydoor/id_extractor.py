@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import inspect
+import json
 import warnings
 from contextlib import contextmanager
 from types import MethodType
@@ -18,14 +20,17 @@ from torch import nn
 import torch.nn.functional as F
 from diffusers import ModelMixin, ConfigMixin
 from diffusers.configuration_utils import register_to_config
-from transformers import Dinov2Config, Dinov2Model
+from transformers import AutoConfig, AutoModel, Dinov2Config, Dinov2Model
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.utils import cached_file, logging as hf_logging
 
 from .core import check_tensor
 
 # %% auto #0
 __all__ = ['POSITION_RESIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TOKEN_MODES', 'ModelNotAvailableError', 'hub_reachable',
            'load_or_explain', 'released_position_embeddings', 'position_resize', 'tiny_patch_size',
-           'encoder_config_dict', 'IDExtractor']
+           'encoder_config_dict', 'encoder_from_config', 'check_vision_encoder', 'IDExtractor', 'image_stats',
+           'load_vision_encoder']
 
 # %% ../nbs/03_id_extractor.ipynb #165ce23a
 class ModelNotAvailableError(OSError):
@@ -118,7 +123,8 @@ def position_resize(encoder: Dinov2Model, mode: str = "released"):
     if mode not in POSITION_RESIZES:
         raise ValueError(f"`position_resize` must be one of {POSITION_RESIZES}, got {mode!r}")
     emb = encoder.embeddings
-    if mode == "transformers": yield encoder; return
+    if mode == "transformers" or getattr(encoder.config, "model_type", "dinov2") != "dinov2":   # DINOv2's resize only
+        yield encoder; return
     if not callable(getattr(type(emb), "interpolate_pos_encoding", None)):
         raise RuntimeError(f"this transformers version's {type(emb).__name__} has no `interpolate_pos_encoding`: "
                            "the released resize cannot be applied; pass position_resize='transformers'")
@@ -131,25 +137,46 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TOKEN_MODES = ("all", "global", "none")
 _NOT_ARCHITECTURE = ("transformers_version", "architectures", "_name_or_path", "stage_names", "out_features",
-                     "out_indices", "model_type", "dtype", "torch_dtype", "id2label", "label2id")
+                     "out_indices", "dtype", "torch_dtype", "id2label", "label2id")
 
 def tiny_patch_size(reference_size: int) -> int:
     "The toy encoders' patch side for a reference of side `reference_size`: max(4, R // 8) (about 64 patch tokens)."
     return max(4, int(reference_size) // 8)
 
-def encoder_config_dict(config: Dinov2Config) -> dict:
-    "The architecture part of a `Dinov2Config`, as a JSON-able dict for `IDExtractor`'s config."
-    return {k: v for k, v in config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+def encoder_config_dict(config) -> dict:
+    "The architecture part of a transformers config (its `model_type` included), as a JSON-able dict for `IDExtractor`."
+    return {k: v for k, v in config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE} | {"model_type": config.model_type}
+
+def encoder_from_config(encoder_config: dict | None) -> nn.Module:
+    "A randomly initialised vision backbone from `encoder_config_dict`'s dict (no `model_type`: DINOv2, as saved before it)."
+    d = dict(encoder_config or {})
+    config = AutoConfig.for_model(d.pop("model_type", "dinov2"), **d)
+    return check_vision_encoder(AutoModel.from_config(config), "encoder_config")
+
+def check_vision_encoder(encoder, name: str = "encoder"):
+    "The interface `IDExtractor` needs: a ViT-style transformers model (`config.hidden_size`, `config.patch_size`, `pixel_values` in)."
+    cfg = getattr(encoder, "config", None)
+    for attr in ("hidden_size", "patch_size"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise TypeError(f"`{name}` must be a ViT-style vision encoder whose config has an int `{attr}` "
+                            f"(DINOv2, CLIP's vision tower, ...), got {type(encoder).__name__} with {attr}={v!r}")
+    if "pixel_values" not in inspect.signature(encoder.forward).parameters:
+        raise TypeError(f"`{name}` must take `pixel_values` (a transformers vision model), got {type(encoder).__name__}")
+    return encoder
 
 class IDExtractor(ModelMixin, ConfigMixin):
-    "Frozen DINOv2 + trainable linear projector: reference `(B,3,R,R)` in [0,1] -> ID tokens (SPEC §2.5-2.8)."
+    "A frozen vision encoder (DINOv2 in the paper) + trainable linear projector: reference `(B,3,R,R)` in [0,1] -> ID tokens (SPEC §2.5-2.8)."
     @register_to_config
     def __init__(self,
-                 encoder_config: dict | None = None, # a `Dinov2Config` as a dict (None: transformers' default)
+                 encoder_config: dict | None = None, # the encoder's transformers config as a dict (None: DINOv2's default)
                  context_dim: int = 1024,            # width of the ID tokens = the UNet's cross-attention dim
                  token_mode: str = "all",            # "all" | "global" | "none", see the table above
                  reference_size: int = 224,          # R, the side of the reference image
-                 position_resize: str = "released",  # "released" | "transformers": how the position grid is resized
+                 position_resize: str = "released",  # "released" | "transformers": how DINOv2's position grid is resized
+                 image_mean: tuple = IMAGENET_MEAN,  # the encoder's input normalisation (its image processor's)
+                 image_std: tuple = IMAGENET_STD,
+                 encoder_name_or_path: str | None = None, # where the encoder's weights came from (a record)
                 ):
         super().__init__()
         if token_mode not in TOKEN_MODES:
@@ -158,12 +185,16 @@ class IDExtractor(ModelMixin, ConfigMixin):
             raise ValueError(f"`context_dim` must be a positive int, got {context_dim!r}")
         if position_resize not in POSITION_RESIZES:
             raise ValueError(f"`position_resize` must be one of {POSITION_RESIZES}, got {position_resize!r}")
-        cfg = Dinov2Config.from_dict(dict(encoder_config or {}))
-        if isinstance(reference_size, bool) or not isinstance(reference_size, int) or reference_size % cfg.patch_size:
-            raise ValueError(f"`reference_size` must be a multiple of the patch size {cfg.patch_size}, got {reference_size!r}")
-        self.encoder = Dinov2Model(cfg)                          # frozen (SPEC §2.7)
+        for name, v in (("image_mean", image_mean), ("image_std", image_std)):
+            if len(v) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"`{name}` must be three numbers (R, G, B), got {v!r}")
+        if min(image_std) <= 0: raise ValueError(f"`image_std` must be positive, got {image_std!r}")
+        self.encoder = encoder_from_config(encoder_config)          # frozen (SPEC §2.7)
+        p = self.encoder.config.patch_size
+        if isinstance(reference_size, bool) or not isinstance(reference_size, int) or reference_size % p:
+            raise ValueError(f"`reference_size` must be a multiple of the patch size {p}, got {reference_size!r}")
         self.encoder.requires_grad_(False)
-        self.projector = nn.Linear(cfg.hidden_size, context_dim) # trainable
+        self.projector = nn.Linear(self.encoder.config.hidden_size, context_dim) # trainable
 
     @property
     def num_tokens(self) -> int:
@@ -177,13 +208,21 @@ class IDExtractor(ModelMixin, ConfigMixin):
         return self
 
     def encode_features(self, reference: torch.Tensor) -> torch.Tensor:
-        "DINOv2 features `(B, 1+N, hidden)` (class token first) of a `(B,3,R,R)` image in [0,1]."
-        mean = torch.tensor(IMAGENET_MEAN, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
+        "The encoder's features `(B, 1+N, hidden)` (class token first) of a `(B,3,R,R)` image in [0,1]."
+        mean = torch.tensor(self.config.image_mean, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.image_std, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
+        # DINOv2 always fits its grid to the input (the released way, see above); CLIP-style encoders do when asked
+        extra = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in inspect.signature(
+            self.encoder.forward).parameters else {}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), \
              position_resize(self.encoder, self.config.position_resize):
-            return self.encoder(pixel_values=(reference - mean) / std).last_hidden_state  # (B, 1+N, hidden)
+            features = self.encoder(pixel_values=(reference - mean) / std, **extra).last_hidden_state  # (B, 1+N, hidden)
+        n = 1 + (self.config.reference_size // self.encoder.config.patch_size) ** 2
+        if features.shape[1] != n:
+            raise ValueError(f"the encoder ({type(self.encoder).__name__}) gave {features.shape[1]} tokens; the ID "
+                             f"extractor needs one class token + the patch grid, {n} (an encoder with register tokens?)")
+        return features
 
     def forward(self, reference: torch.Tensor,  # (B, 3, R, R) float in [0, 1], white background
                ) -> torch.Tensor:               # (B, 1+N, context_dim), or (B, 1, context_dim) in global mode
@@ -219,7 +258,7 @@ class IDExtractor(ModelMixin, ConfigMixin):
              context_dim: int = 64,       # width of the ID tokens
              token_mode: str = "all",
             ) -> "IDExtractor":
-        "A small random IDExtractor for CPU work and tests (builds in milliseconds)."
+        "A small random IDExtractor (a DINOv2-style encoder) for CPU work and tests (builds in milliseconds)."
         if patch_size is None: patch_size = tiny_patch_size(reference_size)
         enc = Dinov2Config(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, patch_size=patch_size,
                            num_attention_heads=num_attention_heads, image_size=reference_size)
@@ -230,24 +269,59 @@ class IDExtractor(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_encoder(cls,
-                     name_or_path: str = "facebook/dinov2-giant", # hub id or local folder of a Dinov2Model
+                     name_or_path: str = "facebook/dinov2-giant", # hub id or local folder of a transformers vision model
                      context_dim: int = 1024,     # the UNet's cross-attention width (1024 for SD 2.1)
                      token_mode: str = "all",
                      reference_size: int = 224,   # R
                      subfolder: str | None = None,
                      seed: int | None = None,     # seeds the projector's initialisation
-                     position_resize: str = "released", # "released" (AnyDoor's DINOv2 code) | "transformers"
-                     **kwargs,                    # passed to `Dinov2Model.from_pretrained`
+                     position_resize: str = "released", # DINOv2: "released" (AnyDoor's code) | "transformers"
+                     **kwargs,                    # passed to the model's `from_pretrained`
                     ) -> "IDExtractor":
-        "An IDExtractor around pretrained DINOv2 weights (hub id or local folder), with a fresh projector."
-        encoder = load_or_explain(Dinov2Model.from_pretrained, name_or_path, what="DINOv2 encoder", subfolder=subfolder,
-                                  how=f"IDExtractor.from_encoder('/models/...'), or the model config's `dinov2` entry",
-                                  **kwargs)
+        "An IDExtractor around any pretrained vision backbone (DINOv2, CLIP, ...: hub id or folder), with a fresh projector."
+        encoder, (mean, std) = load_or_explain(load_vision_encoder, name_or_path, what="ID encoder", subfolder=subfolder,
+                                               how="IDExtractor.from_encoder('/models/...'), or the config's `id.encoder`",
+                                               **kwargs)
         with torch.device("meta"):                         # skeleton only: no random init of the big encoder
             model = cls(encoder_config=encoder_config_dict(encoder.config), context_dim=context_dim,
-                        token_mode=token_mode, reference_size=reference_size, position_resize=position_resize)
+                        token_mode=token_mode, reference_size=reference_size, position_resize=position_resize,
+                        image_mean=mean, image_std=std, encoder_name_or_path=str(name_or_path))
         model.encoder = encoder.requires_grad_(False).eval()
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None: torch.manual_seed(seed)
             model.projector = nn.Linear(encoder.config.hidden_size, context_dim, dtype=encoder.dtype)
         return model
+
+# %% ../nbs/03_id_extractor.ipynb #c5260572
+_FAMILY_STATS = {"clip_vision_model": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), "siglip_vision_model": ((0.5,) * 3, (0.5,) * 3)}
+
+def image_stats(name_or_path: str,         # hub id or folder of the encoder
+                model_type: str,           # its transformers model_type, for the fallback
+                subfolder: str | None = None,
+                local_files_only: bool = False,
+               ) -> tuple:                 # (mean, std), each three floats
+    "The encoder's input normalisation: its image processor's, or without one its family's (ImageNet by default)."
+    path = cached_file(str(name_or_path), "preprocessor_config.json", subfolder=subfolder or "",
+                       local_files_only=local_files_only, _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False)
+    if path:
+        d = json.loads(Path(path).read_text())
+        if "image_mean" in d and "image_std" in d: return tuple(map(float, d["image_mean"])), tuple(map(float, d["image_std"]))
+    mean, std = _FAMILY_STATS.get(model_type, (IMAGENET_MEAN, IMAGENET_STD))
+    return tuple(map(float, mean)), tuple(map(float, std))
+
+def load_vision_encoder(name_or_path: str,  # hub id or folder: a vision model, or a two-tower model (CLIP, SigLIP)
+                        **kwargs,           # subfolder, local_files_only, dtype, ... (`from_pretrained`'s)
+                       ) -> tuple:          # (encoder, (mean, std))
+    "Any transformers vision backbone by `AutoModel` (a two-tower checkpoint gives its vision tower), and its normalisation."
+    opts = {k: kwargs[k] for k in ("subfolder", "local_files_only", "revision", "cache_dir", "token") if k in kwargs}
+    try: config = AutoConfig.from_pretrained(str(name_or_path), **opts)
+    except ValueError as e: raise OSError(f"no transformers model config there ({e})") from e   # e.g. an empty folder
+    vision = getattr(config, "vision_config", None)
+    if vision is None: encoder = AutoModel.from_pretrained(str(name_or_path), **kwargs)
+    else:                  # the vision tower alone: the text tower's weights are left out on purpose, so say nothing of them
+        level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()
+        try: encoder = AutoModel._model_mapping[type(vision)].from_pretrained(str(name_or_path), **kwargs)
+        finally: hf_logging.set_verbosity(level)
+    check_vision_encoder(encoder, "name_or_path")
+    return encoder, image_stats(name_or_path, encoder.config.model_type, opts.get("subfolder"), opts.get("local_files_only", False))

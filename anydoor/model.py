@@ -99,7 +99,7 @@ SD21_UNET_CONFIG = dict(sample_size=64, in_channels=4, out_channels=4, layers_pe
 SD_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                      down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                      layers_per_block=2, sample_size=512, scaling_factor=0.18215)
-DINOV2_GIANT_CONFIG = dict(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, mlp_ratio=4,
+DINOV2_GIANT_CONFIG = dict(model_type="dinov2", hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, mlp_ratio=4,
                            use_swiglu_ffn=True, patch_size=14, image_size=518)      # facebook/dinov2-giant
 
 # %% ../nbs/07_model.ipynb #f58f8660
@@ -497,7 +497,7 @@ class AnyDoor(nn.Module):
     @classmethod
     def from_foundation(cls,
                         base: str,                      # SD-layout hub id or folder: vae/, unet/, scheduler/
-                        encoder: str,                   # DINOv2 hub id or folder
+                        encoder: str,                   # the ID encoder: DINOv2 (paper) or any vision backbone, hub id or folder
                         image_size: int = 512,          # S
                         reference_size: int = 224,      # R
                         token_mode: str = "all",
@@ -505,8 +505,8 @@ class AnyDoor(nn.Module):
                         seed: int = 0,                  # seeds the fresh layers (projector, hint embedding)
                         **switches,                     # detail_enabled, sees_latent, detach_encoder_context, hint_concat, ...
                        ) -> "AnyDoor":
-        "AnyDoor on pretrained foundation models (a Stable Diffusion folder/id and a DINOv2 folder/id)."
-        how = "AnyDoor.sd21(sd='/models/...', dinov2='/models/...') or the model config's `sd` / `dinov2` entries"
+        "AnyDoor on pretrained foundation models (a Stable Diffusion folder/id and a vision encoder's folder/id)."
+        how = "AnyDoor.sd21(sd='/models/...', dinov2='/models/...') or the config's `model.sd` / `id.encoder` entries"
         codec = load_codec(base)
         unet = load_or_explain(UNet2DConditionModel.from_pretrained, base, subfolder="unet", what="UNet", how=how)
         scheduler = load_or_explain(DDPMScheduler.from_pretrained, base, subfolder="scheduler", what="noise scheduler", how=how)

@@ -522,7 +522,7 @@ def controlnet_twin(model: AnyDoor):
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=2, hidden_size=D, num_hidden_layers=enc.num_hidden_layers,
             num_attention_heads=heads, max_position_embeddings=T,
-            intermediate_size=int(enc.hidden_size * enc.mlp_ratio))).eval()
+            intermediate_size=getattr(enc, "intermediate_size", None) or int(enc.hidden_size * enc.mlp_ratio))).eval()
     tokenizer = CLIPTokenizer(model_max_length=T)
     vae = _IdentityVAE(model.latent_channels, (model.latent_channels,)) if isinstance(model.codec, PixelCodec) else model.codec
     pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=model.unet,

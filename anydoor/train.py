@@ -216,13 +216,14 @@ def _build_model(cfg):
                     hint_concat=m.hint_concat, timestep_mode=cfg.timesteps.mode, uniform_prob=cfg.timesteps.uniform_prob,
                     collage=cfg.detail.collage)
     if m.preset == "sd21":
-        return AnyDoor.sd21(sd=m.sd, dinov2=m.dinov2, image_size=m.image_size, reference_size=m.reference_size,
+        return AnyDoor.sd21(sd=m.sd, dinov2=cfg.id.encoder or "facebook/dinov2-giant", image_size=m.image_size,
+                            reference_size=m.reference_size,
                             seed=cfg.seed, **switches)
     if m.pretrained == "random":
         return AnyDoor.tiny(seed=cfg.seed, image_size=m.image_size, reference_size=m.reference_size, **switches)
     from anydoor.pretrain import toy_foundation_paths
     base, encoder = toy_foundation_paths(None if m.pretrained == "shipped" else m.pretrained)
-    return AnyDoor.from_foundation(base, encoder, image_size=m.image_size, reference_size=m.reference_size,
+    return AnyDoor.from_foundation(base, cfg.id.encoder or encoder, image_size=m.image_size, reference_size=m.reference_size,
                                    seed=cfg.seed, **switches)
 
 def build_dataset(cfg, model, split: str = "train"):

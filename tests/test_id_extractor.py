@@ -210,3 +210,61 @@ def test_transformers_resize_is_an_option_and_round_trips(tmp_path, paper_geomet
     assert "interpolate_pos_encoding" not in vars(m.encoder.embeddings)          # the swap never outlives a call
     with pytest.raises(ValueError, match="`position_resize` must be one of"):
         IDExtractor(encoder_config=m.config.encoder_config, position_resize="bilinear")
+
+
+def save_tiny_clip(folder, two_tower: bool = True, stats: bool = True, patch: int = 4):
+    "A tiny random CLIP (two towers, as `openai/clip-vit-*` ship) or its vision tower alone, saved like a hub download."
+    import json
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
+    vc = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=patch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if two_tower:
+            m = CLIPModel(CLIPConfig(vision_config=vc, projection_dim=16, text_config=dict(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=99,
+                bos_token_id=0, eos_token_id=1, pad_token_id=1)))
+        else: m = CLIPVisionModel(CLIPVisionConfig(**vc))
+    m.save_pretrained(folder)
+    if stats:
+        (folder / "preprocessor_config.json").write_text(json.dumps(
+            {"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}))
+    return m
+
+
+def test_any_vision_backbone_plugs_in(tmp_path, ref):
+    "A CLIP checkpoint (its vision tower) replaces DINOv2 in from_encoder; its processor's mean/std normalise; the config records it."
+    from transformers import CLIPVisionModel
+    clip = save_tiny_clip(tmp_path / "clip")
+    x = IDExtractor.from_encoder(str(tmp_path / "clip"), context_dim=64, reference_size=32, seed=0)
+    assert isinstance(x.encoder, CLIPVisionModel) and x.num_tokens == 65 and x(ref).shape == (2, 65, 64)
+    assert x.config.image_mean == (0.5, 0.4, 0.3) and x.config.encoder_name_or_path == str(tmp_path / "clip")
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    expected = clip.vision_model(pixel_values=(ref - mean) / std).last_hidden_state
+    assert torch.allclose(x.encode_features(ref), expected, atol=1e-6)
+    assert {n for n, p in x.named_parameters() if p.requires_grad} == {"projector.weight", "projector.bias"}
+    x.save_pretrained(tmp_path / "idx")                     # the saved model says which encoder it has
+    back = IDExtractor.from_pretrained(tmp_path / "idx")
+    assert isinstance(back.encoder, CLIPVisionModel) and back.config.encoder_config["model_type"] == "clip_vision_model"
+    assert torch.equal(back(ref), x(ref))
+    # another reference size: CLIP fits its position grid (transformers' interpolation)
+    assert IDExtractor.from_encoder(str(tmp_path / "clip"), context_dim=8, reference_size=48)(
+        torch.rand(1, 3, 48, 48)).shape == (1, 1 + 12 * 12, 8)
+    # a vision tower alone, no processor config: the family's normalisation (OpenAI's for CLIP)
+    save_tiny_clip(tmp_path / "vision", two_tower=False, stats=False)
+    v = IDExtractor.from_encoder(str(tmp_path / "vision"), context_dim=8, reference_size=32)
+    assert v.config.image_mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    # a DINOv2 folder without a processor config keeps ImageNet's, as before the plug-in
+    assert IDExtractor.tiny().config.image_mean == (0.485, 0.456, 0.406)
+
+
+def test_an_encoder_that_is_not_a_vit_is_refused(tmp_path):
+    from transformers import ResNetConfig, ResNetModel
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1])).save_pretrained(tmp_path / "resnet")
+    with pytest.raises(TypeError, match="`name_or_path` must be a ViT-style vision encoder whose config has an int `hidden_size`"):
+        IDExtractor.from_encoder(str(tmp_path / "resnet"), context_dim=8, reference_size=32)
+    save_tiny_clip(tmp_path / "clip14", patch=14)
+    with pytest.raises(ValueError, match="`reference_size` must be a multiple of the patch size 14, got 32"):
+        IDExtractor.from_encoder(str(tmp_path / "clip14"), context_dim=8, reference_size=32)
+    with pytest.raises(ValueError, match="`image_std` must be positive"):
+        IDExtractor(encoder_config={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "patch_size": 4},
+                    reference_size=32, image_std=(0.2, 0.0, 0.2))

@@ -342,3 +342,22 @@ def test_ema_is_the_saved_model_and_survives_resume(tmp_path):
     assert all(torch.equal(resumed[k], named[k]) for k in raw)
     with pytest.raises(ValueError, match=r"`trainer.ema_decay` must be in \[0, 1\)"):
         compose(FAST + ["trainer.ema_decay=1"])
+
+
+def test_one_override_swaps_the_id_encoder(tmp_path):
+    "`id.encoder=<folder>`: a CLIP vision model instead of the toy DINOv2, trained and saved with the record of it."
+    from transformers import CLIPVisionModel
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_id_extractor import save_tiny_clip
+    save_tiny_clip(tmp_path / "clip")
+    run = tmp_path / "run"
+    cfg = compose(["experiment=main", f"id.encoder={tmp_path / 'clip'}", "logger=none", "eval.enabled=false",
+                   "eval.before=false", "trainer.batch_size=2", "trainer.max_steps=2", "trainer.checkpoint_every=2",
+                   "trainer.sample_every=0", "data.num_workers=0", f"run_dir={run}"])
+    summary = train(cfg)
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    model = AnyDoor.from_pretrained(run / "model")
+    assert isinstance(model.id_extractor.encoder, CLIPVisionModel)
+    assert model.id_extractor.config.encoder_name_or_path == str(tmp_path / "clip")
+    with pytest.raises(ValueError, match="`id.encoder` .* needs pretrained foundation models"):
+        compose([f"id.encoder={tmp_path / 'clip'}", "model.pretrained=random"])

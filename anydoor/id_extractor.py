@@ -28,7 +28,7 @@ from .core import check_tensor
 
 # %% auto #0
 __all__ = ['POSITION_RESIZES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TOKEN_MODES', 'ModelNotAvailableError', 'hub_reachable',
-           'load_or_explain', 'released_position_embeddings', 'position_resize', 'tiny_patch_size',
+           'load_or_explain', 'released_position_embeddings', 'position_resize', 'normalize', 'tiny_patch_size',
            'encoder_config_dict', 'encoder_from_config', 'check_vision_encoder', 'IDExtractor', 'image_stats',
            'load_vision_encoder']
 
@@ -139,6 +139,15 @@ TOKEN_MODES = ("all", "global", "none")
 _NOT_ARCHITECTURE = ("transformers_version", "architectures", "_name_or_path", "stage_names", "out_features",
                      "out_indices", "dtype", "torch_dtype", "id2label", "label2id")
 
+def normalize(x: torch.Tensor,             # (B, 3, H, W) images in [0, 1]
+              mean: tuple = IMAGENET_MEAN,  # per channel
+              std: tuple = IMAGENET_STD,
+             ) -> torch.Tensor:
+    "An encoder's input normalisation `(x - mean) / std`, per channel (ImageNet's by default, as DINOv2's)."
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
 def tiny_patch_size(reference_size: int) -> int:
     "The toy encoders' patch side for a reference of side `reference_size`: max(4, R // 8) (about 64 patch tokens)."
     return max(4, int(reference_size) // 8)
@@ -209,15 +218,13 @@ class IDExtractor(ModelMixin, ConfigMixin):
 
     def encode_features(self, reference: torch.Tensor) -> torch.Tensor:
         "The encoder's features `(B, 1+N, hidden)` (class token first) of a `(B,3,R,R)` image in [0,1]."
-        mean = torch.tensor(self.config.image_mean, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.config.image_std, device=reference.device, dtype=reference.dtype).view(1, 3, 1, 1)
         frozen = not any(p.requires_grad for p in self.encoder.parameters())
         # DINOv2 always fits its grid to the input (the released way, see above); CLIP-style encoders do when asked
         extra = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in inspect.signature(
             self.encoder.forward).parameters else {}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), \
              position_resize(self.encoder, self.config.position_resize):
-            features = self.encoder(pixel_values=(reference - mean) / std, **extra).last_hidden_state  # (B, 1+N, hidden)
+            features = self.encoder(pixel_values=normalize(reference, self.config.image_mean, self.config.image_std), **extra).last_hidden_state  # (B, 1+N, hidden)
         n = 1 + (self.config.reference_size // self.encoder.config.patch_size) ** 2
         if features.shape[1] != n:
             raise ValueError(f"the encoder ({type(self.encoder).__name__}) gave {features.shape[1]} tokens; the ID "

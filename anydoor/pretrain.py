@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL, ModelMixin, ConfigMixin, UNet2DConditionMod
 from diffusers.configuration_utils import register_to_config
 from transformers import Dinov2Config, Dinov2Model
 
-from .id_extractor import ModelNotAvailableError, IMAGENET_MEAN, IMAGENET_STD, tiny_patch_size
+from .id_extractor import ModelNotAvailableError, IMAGENET_MEAN, IMAGENET_STD, normalize, tiny_patch_size
 from .model import PixelCodec, sd21_scheduler
 from .detail import tiny_unet
 from .collage import prepare_reference
@@ -283,10 +283,8 @@ class ContrastiveHeads(nn.Module):
         return self.cls(tokens[:, 0]), self.patch(tokens[:, 1:].mean(1))
 
 def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
-    "ImageNet mean/std normalisation of `(B,3,H,W)` images in [0,1], as `IDExtractor` does."
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    "ImageNet mean/std normalisation of `(B,3,H,W)` images in [0,1]: what `IDExtractor` feeds the toy DINOv2."
+    return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 def augment_views(x: torch.Tensor,            # (B, 3, R, R) in [0, 1]
                   generator: torch.Generator | None = None,

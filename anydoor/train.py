@@ -211,19 +211,20 @@ def build_model(cfg):
 def _build_model(cfg):
     from anydoor.model import AnyDoor
     m = cfg.model
+    encoder = cfg.id.get("encoder")        # None: the preset's DINOv2 (a run config written before the setting has none)
     switches = dict(token_mode=cfg.id.token_mode, detail_enabled=cfg.detail.enabled,
                     sees_latent=cfg.detail.sees_latent, detach_encoder_context=m.detach_encoder_context,
                     hint_concat=m.hint_concat, timestep_mode=cfg.timesteps.mode, uniform_prob=cfg.timesteps.uniform_prob,
                     collage=cfg.detail.collage)
     if m.preset == "sd21":
-        return AnyDoor.sd21(sd=m.sd, dinov2=cfg.id.encoder or "facebook/dinov2-giant", image_size=m.image_size,
+        return AnyDoor.sd21(sd=m.sd, dinov2=encoder or "facebook/dinov2-giant", image_size=m.image_size,
                             reference_size=m.reference_size,
                             seed=cfg.seed, **switches)
     if m.pretrained == "random":
         return AnyDoor.tiny(seed=cfg.seed, image_size=m.image_size, reference_size=m.reference_size, **switches)
     from anydoor.pretrain import toy_foundation_paths
-    base, encoder = toy_foundation_paths(None if m.pretrained == "shipped" else m.pretrained)
-    return AnyDoor.from_foundation(base, cfg.id.encoder or encoder, image_size=m.image_size, reference_size=m.reference_size,
+    base, toy_encoder = toy_foundation_paths(None if m.pretrained == "shipped" else m.pretrained)
+    return AnyDoor.from_foundation(base, encoder or toy_encoder, image_size=m.image_size, reference_size=m.reference_size,
                                    seed=cfg.seed, **switches)
 
 def build_dataset(cfg, model, split: str = "train"):

@@ -438,10 +438,10 @@ class AnyDoor(nn.Module):
                              block_out_channels=block_out_channels, layers_per_block=layers_per_block,
                              cross_attention_dim=context_dim, attention_levels=attention_levels,
                              attention_heads=attention_heads)
-        idx = IDExtractor.tiny(seed=seed + 1, hidden_size=encoder_hidden_size, num_hidden_layers=encoder_layers,
+        id_extractor = IDExtractor.tiny(seed=seed + 1, hidden_size=encoder_hidden_size, num_hidden_layers=encoder_layers,
                                num_attention_heads=encoder_heads, patch_size=patch_size, reference_size=reference_size,
                                context_dim=context_dim, token_mode=token_mode)
-        return cls.from_components(cod, unet, idx, sd21_scheduler(num_train_timesteps, prediction_type),
+        return cls.from_components(cod, unet, id_extractor, sd21_scheduler(num_train_timesteps, prediction_type),
                                    image_size=image_size, detail_enabled=detail_enabled, sees_latent=sees_latent,
                                    hint_embedding_channels=hint_embedding_channels, seed=seed + 2,
                                    detach_encoder_context=detach_encoder_context, hint_concat=hint_concat,
@@ -490,8 +490,8 @@ class AnyDoor(nn.Module):
             torch.manual_seed(seed)
             codec = AutoencoderKL(**SD_VAE_CONFIG)
             unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
-            idx = IDExtractor(encoder_config=DINOV2_GIANT_CONFIG, context_dim=1024, reference_size=224)
-            model = cls.from_components(codec, unet, idx, sd21_scheduler(), image_size=512, **switches)
+            id_extractor = IDExtractor(encoder_config=DINOV2_GIANT_CONFIG, context_dim=1024, reference_size=224)
+            model = cls.from_components(codec, unet, id_extractor, sd21_scheduler(), image_size=512, **switches)
         return model if dtype == torch.float32 else model.to(dtype)
 
     @classmethod
@@ -510,9 +510,9 @@ class AnyDoor(nn.Module):
         codec = load_codec(base)
         unet = load_or_explain(UNet2DConditionModel.from_pretrained, base, subfolder="unet", what="UNet", how=how)
         scheduler = load_or_explain(DDPMScheduler.from_pretrained, base, subfolder="scheduler", what="noise scheduler", how=how)
-        idx = IDExtractor.from_encoder(encoder, context_dim=unet.config.cross_attention_dim, token_mode=token_mode,
+        id_extractor = IDExtractor.from_encoder(encoder, context_dim=unet.config.cross_attention_dim, token_mode=token_mode,
                                        reference_size=reference_size, subfolder=encoder_subfolder, seed=seed)
-        return cls.from_components(codec, unet, idx, scheduler, image_size=image_size, seed=seed, **switches)
+        return cls.from_components(codec, unet, id_extractor, scheduler, image_size=image_size, seed=seed, **switches)
 
     @classmethod
     def sd21(cls,
@@ -556,10 +556,10 @@ class AnyDoor(nn.Module):
         codec = (PixelCodec if cfg["codec"] == "PixelCodec" else AutoencoderKL).from_pretrained(d / "vae", **kwargs)
         unet = UNet2DConditionModel.from_pretrained(d / "unet", **kwargs)
         detail = DetailExtractor.from_pretrained(d / "detail", **kwargs) if cfg["detail"] else None
-        idx = IDExtractor.from_pretrained(d / "id_extractor", **kwargs)
+        id_extractor = IDExtractor.from_pretrained(d / "id_extractor", **kwargs)
         scheduler = DDPMScheduler.from_pretrained(d / "scheduler")
         settings = AnyDoorSettings(**{f.name: cfg[f.name] for f in fields(AnyDoorSettings) if f.name in cfg})
-        return cls(codec, unet, detail, idx, scheduler, settings)
+        return cls(codec, unet, detail, id_extractor, scheduler, settings)
 
 # %% ../nbs/07_model.ipynb #cc05647d
 def spec_trainable_names(model: AnyDoor) -> set:

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", metavar="PATH_OR_ID", help="pipeline folder or hub id (default: shipped tiny weights)")
     ap.add_argument("--tiny-random", action="store_true", help="use the untrained tiny preset (no weights needed)")
     ap.add_argument("--steps", type=_positive_int, default=None, help="DDIM steps (default 50; 20 with tiny weights)")
-    ap.add_argument("--guidance", type=_non_negative, default=5.0, help="classifier-free guidance scale (default 5.0)")
+    ap.add_argument("--guidance", type=_non_negative, default=None,
+                    help="classifier-free guidance scale (default 5.0; 3.0 with tiny weights, as their evaluation)")
     ap.add_argument("--control-scale", type=_non_negative, default=1.0, help="detail strength (default 1.0)")
     ap.add_argument("--seed", type=_seed, default=0, help="random seed in [0, 2**64) (default 0)")
     ap.add_argument("--blend", type=_non_negative, default=0.0, help="feather the paste-back over N pixels (default 0)")
@@ -251,12 +252,14 @@ def _insert(pipe, a) -> tuple:
     "Run one insertion (`a`: the flags of one call or of one --batch row) and write it: (paths, steps, size)."
     import torch
     refs, rmasks, scene, smasks = _load_images(a)
-    steps = a.steps or (50 if pipe.image_size >= 256 else 20)
+    full_size = pipe.image_size >= 256             # the paper's sampler (SPEC §9); the toy's evaluation sampler
+    steps = a.steps or (50 if full_size else 20)
+    guidance = a.guidance if a.guidance is not None else (5.0 if full_size else 3.0)
     multi = len(refs) > 1
     pick = lambda xs: None if xs is None else (xs if multi else xs[0])
     g = torch.Generator(device="cpu").manual_seed(a.seed)
     images = pipe(pick(refs), pick(rmasks), scene, box=pick(a.box), scene_mask=pick(smasks),
-                  num_inference_steps=steps, guidance_scale=a.guidance, control_scale=a.control_scale,
+                  num_inference_steps=steps, guidance_scale=guidance, control_scale=a.control_scale,
                   shape_control=a.shape_control, generator=g, blend=a.blend, paste_region=a.paste_region,
                   num_images_per_prompt=a.num_images).images
     out = Path(a.out).expanduser()

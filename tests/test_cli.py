@@ -305,3 +305,16 @@ def test_batch_missing_file_and_no_arguments(files):
     assert code == 2 and "--model: no such folder" in err and "line 2" not in err
     code, err = run_cli("--tiny-random")
     assert code == 2 and "required: --reference, --scene, -o/--output (or --batch JOBS.csv)" in err
+
+
+def test_tiny_weights_default_to_their_evaluation_sampler(files, monkeypatch):
+    "With no --steps/--guidance: 20 DDIM steps at guidance 3.0 for tiny weights (how they are judged); flags override."
+    seen = []
+    orig = AnyDoorPipeline.__call__
+    def spy(self, *a, **k):
+        seen.append((k["num_inference_steps"], k["guidance_scale"])); return orig(self, *a, **k)
+    monkeypatch.setattr(AnyDoorPipeline, "__call__", spy)
+    base = ["--reference", files / "gift.png", "--scene", files / "coffee.jpg", "--box", BOX, "--model", files / "model",
+            "--out", files / "sampler.png"]
+    assert run_cli(*base)[0] == 0 and run_cli(*base, "--steps", 2, "--guidance", 5)[0] == 0
+    assert seen == [(20, 3.0), (2, 5.0)]

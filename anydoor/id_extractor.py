@@ -208,7 +208,11 @@ class IDExtractor(ModelMixin, ConfigMixin):
     @property
     def num_tokens(self) -> int:
         "Tokens per reference: 1 + (R/patch)^2, or 1 in global mode."
-        if self.config.token_mode == "global": return 1
+        return 1 if self.config.token_mode == "global" else self._grid_tokens
+
+    @property
+    def _grid_tokens(self) -> int:
+        "The encoder's output length: its class token and the (R/patch)^2 patch grid."
         return 1 + (self.config.reference_size // self.encoder.config.patch_size) ** 2
 
     def train(self, mode: bool = True):
@@ -225,7 +229,7 @@ class IDExtractor(ModelMixin, ConfigMixin):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen), \
              position_resize(self.encoder, self.config.position_resize):
             features = self.encoder(pixel_values=normalize(reference, self.config.image_mean, self.config.image_std), **extra).last_hidden_state  # (B, 1+N, hidden)
-        n = 1 + (self.config.reference_size // self.encoder.config.patch_size) ** 2
+        n = self._grid_tokens
         if features.shape[1] != n:
             raise ValueError(f"the encoder ({type(self.encoder).__name__}) gave {features.shape[1]} tokens; the ID "
                              f"extractor needs one class token + the patch grid, {n} (an encoder with register tokens?)")

@@ -12,18 +12,17 @@ from pathlib import Path
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SHIPPED_FOLDER', 'BATCH_COLUMNS', 'shipped_weights', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline',
-           'main']
+__all__ = ['SHIPPED_FOLDER', 'BATCH_COLUMNS', 'shipped_model', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline', 'main']
 
 # %% ../nbs/17_cli.ipynb #77c96b5d
 SHIPPED_FOLDER = "anydoor-tiny"   # a pipeline folder or a training run's model/ folder, as package data
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _DTYPES = ("float32", "float16", "bfloat16")
 
-def shipped_weights() -> Path | None:
+def shipped_model() -> Path | None:
     "The trained tiny AnyDoor shipped with the package (`anydoor/weights/anydoor-tiny`), or None."
-    import anydoor
-    d = Path(anydoor.__file__).resolve().parent / "weights" / SHIPPED_FOLDER
+    from anydoor.pretrain import shipped_weights_dir    # the weights/ folder, beside the toy foundation models
+    d = shipped_weights_dir() / SHIPPED_FOLDER
     return d if (d / "model_index.json").is_file() or (d / "anydoor.json").is_file() else None
 
 def parse_box(text: str) -> tuple:
@@ -229,7 +228,7 @@ def load_pipeline(model: str | None, tiny_random: bool = False, device: str | No
     if tiny_random:
         pipe = AnyDoorPipeline.from_model(AnyDoor.tiny())
     else:
-        source = model or shipped_weights()
+        source = model or shipped_model()
         if source is None:
             raise FileNotFoundError("no --model given and this installation ships no trained weights "
                                     "(anydoor/weights/anydoor-tiny): pass --model PATH_OR_ID (a folder written by "

@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .collage import COLLAGES
+from .data import DATA_NAMES, check_data_kind
 
 # %% auto #0
 __all__ = ['ModelConfig', 'IDConfig', 'DetailConfig', 'TimestepConfig', 'DataConfig', 'TrainerConfig', 'LoggerConfig',
@@ -57,7 +58,7 @@ class TimestepConfig:
 @dataclass
 class DataConfig:
     "Training data (anydoor.data)."
-    name: str = "toy"               # toy | video | coco | multiview | mix
+    name: str = "toy"               # one of anydoor.data.DATA_NAMES: toy, a real layout (video, coco, ...) or mix
     kinds: List[int] = field(default_factory=lambda: [0, 1, 2])   # toy world: data kinds to draw
     kind_weights: Optional[List[float]] = None   # toy world: their probabilities (None: equal)
     root: Optional[str] = None      # a single real-layout data set
@@ -141,7 +142,7 @@ _CHOICES = {
     ("model", "prediction_type"): ("epsilon", "v_prediction"), ("timesteps", "mode"): ("adaptive", "uniform"),
     ("logger", "name"): ("wandb", "none"), ("logger", "mode"): ("auto", "offline", "online", "disabled"),
     ("trainer", "mixed_precision"): ("no", "fp16", "bf16"),
-    ("data", "name"): ("toy", "video", "coco", "lvis", "multiview", "garments", "mix"),
+    ("data", "name"): DATA_NAMES,
 }
 
 def _numbers(node, prefix=""):
@@ -163,9 +164,7 @@ def validate_config(cfg) -> None:
         v = cfg[group][key]
         if v not in allowed:
             raise ValueError(f"`{group}.{key}` must be one of {allowed}, got {v!r}")
-    for kind in cfg.data.kinds:
-        if kind not in (0, 1, 2):
-            raise ValueError(f"`data.kinds` must contain data kinds 0, 1 or 2, got {list(cfg.data.kinds)}")
+    for i, kind in enumerate(cfg.data.kinds): check_data_kind(kind, f"data.kinds[{i}]")
     w = cfg.data.kind_weights
     if w is not None and (len(w) != len(cfg.data.kinds) or min(w) < 0 or sum(w) <= 0):
         raise ValueError(f"`data.kind_weights` must be null or {len(cfg.data.kinds)} non-negative numbers with a "

@@ -30,60 +30,56 @@ def _resnet(rest: str) -> str:
         if rest.startswith(a + "."): return b + rest[len(a):]
     raise KeyError(rest)
 
-def _unet_encoder_name(key: str, L: int) -> str | None:
-    "LDM name of a down/mid-block or time-embedding parameter (shared by the UNet and the ControlNet)."
-    if m := re.fullmatch(r"time_embedding\.linear_([12])\.(.+)", key):
-        return f"time_embed.{0 if m[1] == '1' else 2}.{m[2]}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"input_blocks.{1 + int(m[1]) * (L + 1) + int(m[2])}.0.{_resnet(m[3])}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        return f"input_blocks.{1 + int(m[1]) * (L + 1) + int(m[2])}.1.{m[3]}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{(int(m[1]) + 1) * (L + 1)}.0.op.{m[2]}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m[1]}"
-    if m := re.fullmatch(r"conv_in\.(.+)", key): return f"input_blocks.0.0.{m[1]}"
+def _rename(key: str, rules: list) -> str | None:
+    "The LDM name of `key` by the first rule `(pattern, match -> name)` whose pattern matches it; None if none does."
+    for pattern, name in rules:
+        if m := re.fullmatch(pattern, key): return name(m)
     return None
+
+def _block_rules(blocks: str, ldm: str, first: int, L: int) -> list:
+    "Rules for the ResNets and attentions of diffusers' `blocks`: layer l of block b is LDM `ldm.{first+b(L+1)+l}`."
+    at = lambda m: first + int(m[1]) * (L + 1) + int(m[2])
+    return [(rf"{blocks}\.(\d+)\.resnets\.(\d+)\.(.+)", lambda m: f"{ldm}.{at(m)}.0.{_resnet(m[3])}"),
+            (rf"{blocks}\.(\d+)\.attentions\.(\d+)\.(.+)", lambda m: f"{ldm}.{at(m)}.1.{m[3]}")]
+
+def _encoder_rules(L: int) -> list:
+    "Rules for the time embedding, input conv, down blocks and middle block (shared by the UNet and the ControlNet)."
+    return [(r"time_embedding\.linear_([12])\.(.+)", lambda m: f"time_embed.{0 if m[1] == '1' else 2}.{m[2]}"),
+            *_block_rules("down_blocks", "input_blocks", 1, L),
+            (r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", lambda m: f"input_blocks.{(int(m[1]) + 1) * (L + 1)}.0.op.{m[2]}"),
+            (r"mid_block\.resnets\.(\d+)\.(.+)", lambda m: f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"),
+            (r"mid_block\.attentions\.0\.(.+)", lambda m: f"middle_block.1.{m[1]}"),
+            (r"conv_in\.(.+)", lambda m: f"input_blocks.0.0.{m[1]}")]
+
+def _names(model, rules: list, what: str) -> dict:
+    "{diffusers key: LDM key} for every parameter of `model`, by `rules`; a parameter no rule names is an error."
+    out = {}
+    for key in model.state_dict():
+        if (name := _rename(key, rules)) is None: raise KeyError(f"no LDM name for the {what} parameter {key!r}")
+        out[key] = name
+    return out
 
 def unet_names(unet) -> dict:
     "{diffusers key: LDM key} for every parameter of a `UNet2DConditionModel`."
-    L, out = unet.config.layers_per_block, {}
-    for key in unet.state_dict():
-        name = _unet_encoder_name(key, L)
-        if name is None:
-            if m := re.fullmatch(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-                name = f"output_blocks.{int(m[1]) * (L + 1) + int(m[2])}.0.{_resnet(m[3])}"
-            elif m := re.fullmatch(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-                name = f"output_blocks.{int(m[1]) * (L + 1) + int(m[2])}.1.{m[3]}"
-            elif m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-                b = int(m[1])
-                pos = 2 if hasattr(unet.up_blocks[b], "attentions") else 1
-                name = f"output_blocks.{b * (L + 1) + L}.{pos}.conv.{m[2]}"
-            elif m := re.fullmatch(r"conv_norm_out\.(.+)", key): name = f"out.0.{m[1]}"
-            elif m := re.fullmatch(r"conv_out\.(.+)", key): name = f"out.2.{m[1]}"
-            else: raise KeyError(f"no LDM name for the UNet parameter {key!r}")
-        out[key] = name
-    return out
+    L = unet.config.layers_per_block
+    def upsampler(m):
+        b = int(m[1])
+        return f"output_blocks.{b * (L + 1) + L}.{2 if hasattr(unet.up_blocks[b], 'attentions') else 1}.conv.{m[2]}"
+    return _names(unet, [*_encoder_rules(L), *_block_rules("up_blocks", "output_blocks", 0, L),
+                         (r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", upsampler),
+                         (r"conv_norm_out\.(.+)", lambda m: f"out.0.{m[1]}"),
+                         (r"conv_out\.(.+)", lambda m: f"out.2.{m[1]}")], "UNet")
 
 def controlnet_names(controlnet) -> dict:
     "{diffusers key: LDM key} for every parameter of a `ControlNetModel` / `DetailExtractor`."
-    L, out = controlnet.config.layers_per_block, {}
-    n = len(controlnet.controlnet_cond_embedding.blocks)
-    for key in controlnet.state_dict():
-        name = _unet_encoder_name(key, L)
-        if name is None:
-            if m := re.fullmatch(r"controlnet_cond_embedding\.conv_in\.(.+)", key): name = f"input_hint_block.0.{m[1]}"
-            elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)", key):
-                name = f"input_hint_block.{2 + 2 * int(m[1])}.{m[2]}"
-            elif m := re.fullmatch(r"controlnet_cond_embedding\.conv_out\.(.+)", key):
-                name = f"input_hint_block.{2 + 2 * n}.{m[1]}"
-            elif m := re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(.+)", key): name = f"zero_convs.{m[1]}.0.{m[2]}"
-            elif m := re.fullmatch(r"controlnet_mid_block\.(.+)", key): name = f"middle_block_out.0.{m[1]}"
-            else: raise KeyError(f"no LDM name for the ControlNet parameter {key!r}")
-        out[key] = name
-    return out
+    L, n = controlnet.config.layers_per_block, len(controlnet.controlnet_cond_embedding.blocks)
+    return _names(controlnet, [
+        *_encoder_rules(L),
+        (r"controlnet_cond_embedding\.conv_in\.(.+)", lambda m: f"input_hint_block.0.{m[1]}"),
+        (r"controlnet_cond_embedding\.blocks\.(\d+)\.(.+)", lambda m: f"input_hint_block.{2 + 2 * int(m[1])}.{m[2]}"),
+        (r"controlnet_cond_embedding\.conv_out\.(.+)", lambda m: f"input_hint_block.{2 + 2 * n}.{m[1]}"),
+        (r"controlnet_down_blocks\.(\d+)\.(.+)", lambda m: f"zero_convs.{m[1]}.0.{m[2]}"),
+        (r"controlnet_mid_block\.(.+)", lambda m: f"middle_block_out.0.{m[1]}")], "ControlNet")
 
 # %% ../nbs/16_convert.ipynb #5a7b8986
 _VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))

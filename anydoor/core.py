@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 # %% auto #0
-__all__ = ['check_tensor', 'image_to_tensor', 'mask_to_tensor', 'tensor_to_numpy', 'tensor_to_pil', 'check_same_size',
-           'check_box', 'mask_to_box', 'box_to_mask', 'sample_scene', 'sample_object', 'sample_mask', 'show_images']
+__all__ = ['check_tensor', 'check_number', 'image_to_tensor', 'mask_to_tensor', 'tensor_to_numpy', 'tensor_to_pil',
+           'check_same_size', 'check_box', 'mask_to_box', 'box_to_mask', 'sample_scene', 'sample_object', 'sample_mask',
+           'show_images']
 
 # %% ../nbs/00_core.ipynb #e5777153
 def check_tensor(x,                     # the value to check
@@ -45,6 +46,18 @@ def check_tensor(x,                     # the value to check
         if math.isnan(xmin) or math.isnan(xmax) or xmin < lo - 1e-4 or xmax > hi + 1e-4:
             raise ValueError(f"`{name}` values must lie in [{lo}, {hi}], got min {xmin:.4g}, max {xmax:.4g}")
     return x
+
+# %% ../nbs/00_core.ipynb #2841f22b
+def check_number(v,                 # the value to check
+                 name: str,         # argument name, used in the error message
+                 lo=None,           # smallest allowed value (None: no bound)
+                ) -> float:
+    "Check that `v` is a finite real number (not a bool), at least `lo`; return it as a float."
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
+    if not math.isfinite(float(v)) or (lo is not None and v < lo):
+        raise ValueError(f"`{name}` must be a finite number{f' >= {lo}' if lo is not None else ''}, got {v!r}")
+    return float(v)
 
 # %% ../nbs/00_core.ipynb #9a0b6fc6
 def image_to_tensor(image,              # PIL image, numpy (H,W,3|4) or tensor (3,H,W)/(B,3,H,W)

@@ -20,15 +20,22 @@ from .timesteps import DATA_KINDS
 
 # %% auto #0
 __all__ = ['SAMPLE_KEYS', 'TOY_SHAPES', 'TOY_TEXTURES', 'TOY_EMBLEMS', 'DAVIS_PALETTE', 'VITON_HD_GARMENT_LABELS',
-           'DRESSCODE_GARMENT_LABELS', 'check_sample', 'FilterConfig', 'reference_filter', 'target_filter', 'Skip',
-           'Pair', 'SampleConfig', 'make_sample', 'SkipCounts', 'TeleportDataset', 'ToyIdentity', 'make_identity',
-           'ToyPose', 'render_object', 'composite', 'toy_background', 'toy_pair', 'TeleportToyDataset',
-           'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture', 'VideoSegmentationDataset',
-           'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset', 'white_background_mask', 'GarmentDataset',
-           'make_garment_fixture', 'MixtureDataset', 'dataset_from_config', 'collate', 'make_loader',
-           'loader_throughput']
+           'DRESSCODE_GARMENT_LABELS', 'DATA_NAMES', 'check_data_kind', 'check_sample', 'FilterConfig',
+           'reference_filter', 'target_filter', 'Skip', 'Pair', 'SampleConfig', 'make_sample', 'SkipCounts',
+           'TeleportDataset', 'ToyIdentity', 'make_identity', 'ToyPose', 'render_object', 'composite', 'toy_background',
+           'toy_pair', 'TeleportToyDataset', 'make_video_fixture', 'make_coco_fixture', 'make_multiview_fixture',
+           'VideoSegmentationDataset', 'decode_segmentation', 'CocoInstancesDataset', 'MultiViewDataset',
+           'white_background_mask', 'GarmentDataset', 'make_garment_fixture', 'MixtureDataset', 'dataset_from_config',
+           'collate', 'make_loader', 'loader_throughput']
 
 # %% ../nbs/08_data.ipynb #49c06f9d
+def check_data_kind(kind,                   # a data kind: a key of `anydoor.timesteps.DATA_KINDS`
+                    name: str = "data_kind",  # how the error names it
+                   ) -> int:
+    "`kind` as an int; raise a ValueError naming `name` unless it is a data kind (0 image, 1 video, 2 multi-view)."
+    if kind not in DATA_KINDS: raise ValueError(f"`{name}` must be one of {sorted(DATA_KINDS)}, got {kind!r}")
+    return int(kind)
+
 SAMPLE_KEYS = ("reference", "hint", "target", "data_kind", "identity", "box", "box_mask",
                "crop_info", "index", "source", "skipped")
 
@@ -51,8 +58,7 @@ def check_sample(sample: Mapping,          # one sample dict from any dataset he
             raise ValueError(f"`sample['{key}']` values must lie in [{lo}, {hi}], got [{x.min():.3g}, {x.max():.3g}]")
     _t("reference", (3, R, R), 0, 1); _t("hint", (4, S, S), -1, 1); _t("target", (3, S, S), -1, 1)
     _t("box_mask", (1, S, S), 0, 1)
-    if sample["data_kind"] not in DATA_KINDS:
-        raise ValueError(f"`sample['data_kind']` must be one of {sorted(DATA_KINDS)}, got {sample['data_kind']!r}")
+    check_data_kind(sample["data_kind"], "sample['data_kind']")
     if not isinstance(sample["identity"], int) or sample["identity"] < -1:
         raise ValueError(f"`sample['identity']` must be an int >= -1, got {sample['identity']!r}")
     box = sample["box"]
@@ -87,16 +93,22 @@ def _tight_box(m):
     rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
     return cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
 
+def _filter_head(mask, cfg):
+    "What both filters check first (SPEC §2.9's area range): `(reason, m, area, tight box)`, `reason` None if it passes."
+    m = _check_mask_array(mask, "mask")
+    H, W = m.shape
+    area = m.sum()
+    if area == 0: return "empty_mask", m, area, None
+    if not cfg.min_area <= area / (H * W) <= cfg.max_area: return "mask_area", m, area, None
+    return None, m, area, _tight_box(m)
+
 def reference_filter(mask: np.ndarray,            # (H, W) bool object mask in the reference image
                      cfg: FilterConfig = FilterConfig(),
                     ) -> str | None:
     "SPEC §2.9: `None` if the reference mask passes, else the reason it fails."
-    m = _check_mask_array(mask, "mask")
-    H, W = m.shape
-    area = m.sum()
-    if area == 0: return "empty_mask"
-    if not cfg.min_area <= area / (H * W) <= cfg.max_area: return "mask_area"
-    x0, y0, x1, y1 = _tight_box(m)
+    reason, m, area, box = _filter_head(mask, cfg)
+    if reason: return reason
+    (H, W), (x0, y0, x1, y1) = m.shape, box
     if (x1 - x0) < cfg.min_box_side * W or (y1 - y0) < cfg.min_box_side * H: return "box_too_small"
     n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
     if stats[1:, cv2.CC_STAT_AREA].max() / area <= cfg.min_largest_component: return "fragmented_mask"
@@ -106,12 +118,9 @@ def target_filter(mask: np.ndarray,               # (H, W) bool object mask in t
                   cfg: FilterConfig = FilterConfig(),
                  ) -> str | None:
     "SPEC §2.9 area range and SPEC §4.1 box filter: `None` if the target mask passes, else the reason."
-    m = _check_mask_array(mask, "mask")
-    H, W = m.shape
-    area = m.sum()
-    if area == 0: return "empty_mask"
-    if not cfg.min_area <= area / (H * W) <= cfg.max_area: return "mask_area"
-    x0, y0, x1, y1 = _tight_box(m)
+    reason, m, _, box = _filter_head(mask, cfg)
+    if reason: return reason
+    (H, W), (x0, y0, x1, y1) = m.shape, box
     if (x1 - x0) * cfg.box_expand > cfg.max_box_side * W or (y1 - y0) * cfg.box_expand > cfg.max_box_side * H:
         return "target_box_too_large"
     return None
@@ -214,8 +223,7 @@ class TeleportDataset(torch.utils.data.Dataset):
         if collage not in COLLAGES: raise ValueError(f"`collage` must be one of {COLLAGES}, got {collage!r}")
         if not 0 <= shape_control <= 1:
             raise ValueError(f"`shape_control` must lie in [0, 1], got {shape_control}")
-        if data_kind not in DATA_KINDS:
-            raise ValueError(f"`data_kind` must be one of {sorted(DATA_KINDS)}, got {data_kind!r}")
+        data_kind = check_data_kind(data_kind)
         if crop_ratio is not None:
             if len(crop_ratio) != 2 or not 1.0 <= crop_ratio[0] <= crop_ratio[1]:
                 raise ValueError(f"`crop_ratio` must be (lo, hi) with 1 <= lo <= hi, got {crop_ratio!r}")
@@ -223,7 +231,7 @@ class TeleportDataset(torch.utils.data.Dataset):
         if isinstance(filters, Mapping): filters = FilterConfig(**filters)
         self.cfg = SampleConfig(int(image_size), int(reference_size), bool(training), float(shape_control),
                                 collage, crop_ratio, bool(augment_reference))
-        self.seed, self.filters, self.max_tries, self.data_kind = int(seed), filters, int(max_tries), int(data_kind)
+        self.seed, self.filters, self.max_tries, self.data_kind = int(seed), filters, int(max_tries), data_kind
         self.epoch, self.stats = 0, Counter()
 
     image_size = property(lambda self: self.cfg.image_size)
@@ -499,12 +507,20 @@ def _motion_blur(img, length, angle):
     cv2.line(k, (int(round(c - dx)), int(round(c - dy))), (int(round(c + dx)), int(round(c + dy))), 1.0, 1)
     return cv2.filter2D(img, -1, k / k.sum(), borderType=cv2.BORDER_REFLECT)
 
-def _low_quality(img, rng, factor, blur, angle):
+def _low_quality(img,                       # (H, W, 3) float32 in [0, 1]
+                 rng: np.random.Generator,  # draws the noise
+                 factor: float,             # down-sampling factor
+                 noise: float,              # standard deviation of the added Gaussian noise
+                 blur: float = 0.0,         # motion-blur length in pixels (below 2: none)
+                 angle: float = 0.0,        # motion direction (rad)
+                 noise_dtype=np.float32,    # precision the noise is added in (float64: `anydoor.pretrain.render_view`)
+                ) -> np.ndarray:            # (H, W, 3) float32 in [0, 1]
+    "A consumer-video frame: motion-blurred, down-sampled by `factor` and back up, with sensor noise."
     H, W = img.shape[:2]
     out = _motion_blur(img, blur, angle)
     small = cv2.resize(out, (max(4, int(W / factor)), max(4, int(H / factor))), interpolation=cv2.INTER_AREA)
     out = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-    return np.clip(out + rng.normal(0, rng.uniform(0, 0.03), out.shape).astype(np.float32), 0, 1)
+    return np.clip(out + rng.normal(0, noise, out.shape).astype(noise_dtype), 0, 1).astype(np.float32)
 
 def _to_uint8(x): return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
@@ -522,8 +538,7 @@ def toy_pair(ident: ToyIdentity,           # the object
              photo_prob: float = 0.5,      # probability of a photo background
             ) -> Pair:
     "Render one teleport pair of `ident` for a data kind."
-    if data_kind not in DATA_KINDS:
-        raise ValueError(f"`data_kind` must be one of {sorted(DATA_KINDS)}, got {data_kind!r}")
+    check_data_kind(data_kind)
     aspect = rng.uniform(0.75, 1.33)
     H, W = (scene_size, int(round(scene_size * aspect))) if aspect >= 1 else (int(round(scene_size / aspect)), scene_size)
     pose_a = _random_pose(rng, H, W)
@@ -550,7 +565,8 @@ def toy_pair(ident: ToyIdentity,           # the object
             y, x = rng.integers(0, cH - wh + 1), rng.integers(0, cW - ww + 1)
             bg = cv2.resize(canvas[y:y + wh, x:x + ww], (W, H), interpolation=cv2.INTER_LINEAR)
             img, mask = composite(bg, render_object(ident, pose, (H, W)))
-            img = _low_quality(img, rng, factor, rng.uniform(1, 0.06 * L), motion)
+            blur = rng.uniform(1, 0.06 * L)
+            img = _low_quality(img, rng, factor, noise=rng.uniform(0, 0.03), blur=blur, angle=motion)
             frames.append((_to_uint8(img), mask))
         (ra, ma), (rb, mb) = frames
         return Pair(ra, ma, rb, mb, 1, ident.identity, "toy")
@@ -588,8 +604,8 @@ class TeleportToyDataset(TeleportDataset):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
         kinds = tuple(int(k) for k in (kinds if kinds is not None else ((0, 1, 2) if split == "train" else (2,))))
-        if not kinds or any(k not in DATA_KINDS for k in kinds):
-            raise ValueError(f"`kinds` must be a non-empty list of data kinds in {sorted(DATA_KINDS)}, got {kinds!r}")
+        if not kinds: raise ValueError(f"`kinds` must list at least one data kind of {sorted(DATA_KINDS)}, got {kinds!r}")
+        for i, k in enumerate(kinds): check_data_kind(k, f"kinds[{i}]")
         w = np.ones(len(kinds)) if kind_weights is None else np.asarray(kind_weights, dtype=float)
         if w.shape != (len(kinds),) or (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"`kind_weights` must be {len(kinds)} non-negative numbers with a positive sum "
@@ -1271,6 +1287,7 @@ class MixtureDataset(torch.utils.data.Dataset):
 _DATASET_TYPES = {"toy": "TeleportToyDataset", "video": "VideoSegmentationDataset",
                   "coco": "CocoInstancesDataset", "lvis": "CocoInstancesDataset", "multiview": "MultiViewDataset",
                   "garments": "GarmentDataset"}
+DATA_NAMES = (*_DATASET_TYPES, "mix")     # `data.name`: one source type, or a weighted mix of them
 
 def _to_dict(cfg):
     try:
@@ -1318,7 +1335,7 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
                                                        "scene_size", "photo_prob", "length")}
         return TeleportToyDataset(split, kinds=kinds, **common, **extra)
     if split != "train": raise ValueError(f"`split='heldout'` exists only for the toy world, got data.name={name!r}")
-    if name in ("video", "coco", "lvis", "multiview", "garments"):
+    if name in _DATASET_TYPES:
         return _source({"type": name, "root": cfg.get("root"), "annotations": cfg.get("annotations")}
                        if name in ("coco", "lvis") else {"type": name, "root": cfg.get("root")}, common)
     if name == "mix":
@@ -1327,7 +1344,7 @@ def dataset_from_config(cfg,                     # the `data` config group (Data
         datasets = [_source(s, common) for s in sources]
         weights = [float(s.get("weight", 1.0)) for s in sources]
         return MixtureDataset(datasets, weights, length=cfg.get("length"), seed=seed)
-    raise ValueError(f"`data.name` must be one of ('toy', 'video', 'coco', 'lvis', 'multiview', 'garments', 'mix'), got {name!r}")
+    raise ValueError(f"`data.name` must be one of {DATA_NAMES}, got {name!r}")
 
 # %% ../nbs/08_data.ipynb #343f10e4
 def _teach_default_collate():

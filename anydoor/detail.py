@@ -15,7 +15,8 @@ from diffusers.configuration_utils import register_to_config
 from .core import check_tensor
 
 # %% auto #0
-__all__ = ['RELEASED_HINT_EMBEDDING_CHANNELS', 'default_hint_embedding_channels', 'as_timesteps', 'tiny_unet', 'DetailExtractor']
+__all__ = ['RELEASED_HINT_EMBEDDING_CHANNELS', 'default_hint_embedding_channels', 'as_timesteps', 'encoder_blocks_forward',
+           'tiny_unet', 'DetailExtractor']
 
 # %% ../nbs/04_detail.ipynb #e9a01d54
 RELEASED_HINT_EMBEDDING_CHANNELS = (16, 32, 96, 256)   # SPEC §5, the VAE factor 8
@@ -39,6 +40,26 @@ def as_timesteps(timestep,            # int, float, 0-d or (B,) tensor
     if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch_size)):
         raise ValueError(f"`{name}` must be a scalar or have shape ({batch_size},), got shape {tuple(timestep.shape)}")
     return timestep.reshape(-1).to(device).expand(batch_size)       # (B,)
+
+# %% ../nbs/04_detail.ipynb #597a1af2
+def encoder_blocks_forward(down_blocks: nn.ModuleList, # a UNet's (or ControlNet's) down blocks
+                           mid_block: nn.Module | None, # its middle block (None: there is none)
+                           x: torch.Tensor,            # (B, C0, h, w) the input conv's output
+                           emb: torch.Tensor,          # (B, 4*C0) time embedding
+                           context: torch.Tensor,      # (B, T, D) cross-attention context (the ID tokens)
+                           skips: tuple = (),          # skip features gathered before the down blocks
+                          ) -> tuple:                  # (x: (B, C_last, h/2^L, w/2^L), skips + every down block's outputs)
+    "The down blocks then the middle block, cross-attending where a block can; the skip features on the way."
+    for block in down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            x, res = block(hidden_states=x, temb=emb, encoder_hidden_states=context)
+        else:
+            x, res = block(hidden_states=x, temb=emb)
+        skips += res
+    if mid_block is not None:
+        x = mid_block(x, emb, encoder_hidden_states=context) \
+            if getattr(mid_block, "has_cross_attention", False) else mid_block(x, emb)
+    return x, skips
 
 # %% ../nbs/04_detail.ipynb #a6aa1c96
 def tiny_unet(seed: int = 0,                        # seeds the random weights (global RNG untouched)
@@ -167,12 +188,14 @@ class DetailExtractor(ControlNetModel):
                 id_tokens: torch.Tensor,   # (B, T, cross_attention_dim) cross-attention context
                 hint: torch.Tensor,        # (B, 4, h*f, w*f) collage + mask in [-1, 1], f = hint_downsample
                 conditioning_scale: float = 1.0, # control strength (SPEC §9: 1.0, demo slider 0-2)
+                check_hint_range: bool = True, # False: the caller has checked that `hint` lies in [-1, 1] (AnyDoor)
                ) -> tuple:                 # (down_residuals: tuple of (B, C_k, h_k, w_k), mid_residual)
         "Detail residuals for every skip connection and the middle block."
         c = self.config
         check_tensor(sample, "sample", ndim=4, channels=c.in_channels)
         B, _, h, w = sample.shape
-        check_tensor(hint, "hint", ndim=4, channels=c.conditioning_channels, value_range=(-1, 1))
+        check_tensor(hint, "hint", ndim=4, channels=c.conditioning_channels,
+                     value_range=(-1, 1) if check_hint_range else None)
         f = self.hint_downsample
         if tuple(hint.shape[-2:]) != (h * f, w * f) or hint.shape[0] != B:
             raise ValueError(f"`hint` must have shape ({B}, {c.conditioning_channels}, {h * f}, {w * f}) for a sample of "
@@ -189,18 +212,9 @@ class DetailExtractor(ControlNetModel):
         # 2. input: the hint embedding replaces (released) or joins (ControlNet) conv_in(x_t)
         h0 = self.controlnet_cond_embedding(hint.to(sample.dtype))            # (B, C0, h, w)
         if c.sees_latent: h0 = self.conv_in(sample) + h0
-        # 3. down: the copied encoder, cross-attending to the ID tokens
-        x, feats = h0, (h0,)
-        for block in self.down_blocks:
-            if getattr(block, "has_cross_attention", False):
-                x, res = block(hidden_states=x, temb=emb, encoder_hidden_states=id_tokens)
-            else:
-                x, res = block(hidden_states=x, temb=emb)
-            feats += res
-        # 4. mid
-        x = self.mid_block(x, emb, encoder_hidden_states=id_tokens) \
-            if getattr(self.mid_block, "has_cross_attention", False) else self.mid_block(x, emb)
-        # 5. zero convs and control strength
+        # 3. down and mid: the copied encoder, cross-attending to the ID tokens
+        x, feats = encoder_blocks_forward(self.down_blocks, self.mid_block, h0, emb, id_tokens, skips=(h0,))
+        # 4. zero convs and control strength
         down = tuple(conv(f_) * conditioning_scale for f_, conv in zip(feats, self.controlnet_down_blocks))
         mid = self.controlnet_mid_block(x) * conditioning_scale               # (B, C_last, h/2^L, w/2^L)
         return down, mid

@@ -71,14 +71,16 @@ def identity_top1(box_crops: torch.Tensor,   # (B, 3, h, w) in [0, 1] generated 
     return (pred == identities).float().mean().item(), pred
 
 # %% ../nbs/12_evaluate.ipynb #21225aef
-def masked_psnr(pred: torch.Tensor,    # (B, 3, H, W) in [-1, 1]
-                target: torch.Tensor,  # (B, 3, H, W) in [-1, 1]
-                mask: torch.Tensor,    # (B, 1, H, W) in {0, 1}: the pixels that count
-               ) -> torch.Tensor:      # (B,) PSNR in dB of [0, 1] images
+def masked_psnr(pred: torch.Tensor,    # (B, 3, H, W) in `value_range`
+                target: torch.Tensor,  # (B, 3, H, W) in `value_range`
+                mask: torch.Tensor,    # (B, 1, H, W) in {0, 1} (or bool): the pixels that count
+                value_range: tuple = (-1, 1), # the images' range, mapped to [0, 1]
+               ) -> torch.Tensor:      # (B,) PSNR in dB of [0, 1] images; inf if equal, nan for an empty mask
     "PSNR over the masked pixels of each image."
-    err = ((pred.float() - target.float()) / 2) ** 2 * mask
-    mse = err.sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * pred.shape[1]).clamp_min(1)
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    lo, hi = value_range
+    err = ((pred.float() - target.float()) / (hi - lo)) ** 2 * mask
+    mse = err.sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * pred.shape[1])
+    return 10 * torch.log10(1 / mse)
 
 def box_ssim(pred: torch.Tensor, target: torch.Tensor, boxes: torch.Tensor, size: int = 32) -> torch.Tensor:
     "SSIM (Gaussian window 7, σ 1.5) between the box crops of `pred` and `target`, resized to `size`; (B,)."

@@ -4,22 +4,19 @@
 
 # %% ../nbs/05_injection.ipynb #937fee62
 from __future__ import annotations
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from diffusers import UNet2DConditionModel
 
 from .core import check_tensor
-from .detail import as_timesteps
+from .detail import as_timesteps, encoder_blocks_forward
 
 # %% auto #0
 __all__ = ['UNET_DECODER_PREFIXES', 'UNetEncoderOutput', 'unet_encoder_forward', 'unet_decoder_forward', 'injected_unet_forward',
-           'is_unet_decoder_parameter', 'apply_freezing_policy', 'encoder_outputs_in_graph', 'step_cost',
-           'compare_step_costs']
+           'is_unet_decoder_parameter', 'apply_freezing_policy', 'encoder_outputs_in_graph']
 
 # %% ../nbs/05_injection.ipynb #cc506ad9
 @dataclass
@@ -62,15 +59,7 @@ def unet_encoder_forward(unet: UNet2DConditionModel, # the UNet
         x = unet.conv_in(sample)                                              # (B, C0, h, w)
     skips = (x,)
     if conv_in_grad: x = x.detach()                                           # the rest stays out of the graph
-    for block in unet.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            x, res = block(hidden_states=x, temb=emb, encoder_hidden_states=id_tokens)
-        else:
-            x, res = block(hidden_states=x, temb=emb)
-        skips += res
-    if unet.mid_block is not None:
-        x = unet.mid_block(x, emb, encoder_hidden_states=id_tokens) \
-            if getattr(unet.mid_block, "has_cross_attention", False) else unet.mid_block(x, emb)
+    x, skips = encoder_blocks_forward(unet.down_blocks, unet.mid_block, x, emb, id_tokens, skips)
     return UNetEncoderOutput(emb, skips, x, upsample_sizes)
 
 def unet_decoder_forward(unet: UNet2DConditionModel, # the UNet
@@ -177,40 +166,3 @@ def encoder_outputs_in_graph(unet: UNet2DConditionModel, run) -> dict:
     finally:
         for h in handles: h.remove()
     return found
-
-# %% ../nbs/05_injection.ipynb #a3a931fe
-def step_cost(step,                 # a function that runs one forward pass and returns the loss
-              repeats: int = 3,     # timed repetitions (after one untimed, measured pass)
-             ) -> dict:
-    "Seconds (min and median) of forward+backward, MB of tensors saved for backward, and backward nodes, of `step`."
-    return compare_step_costs({"step": step}, repeats)["step"]
-
-def compare_step_costs(steps: dict,       # name -> function that runs one forward pass and returns the loss
-                       repeats: int = 5,  # timed repetitions of each, interleaved so that load affects all alike
-                      ) -> dict:          # name -> dict(seconds, seconds_median, saved_mb, backward_nodes)
-    "Measure several training-step variants side by side: time, bytes saved for backward, backward nodes."
-    out = {}
-    for name, step in steps.items():
-        saved = {}
-        def pack(x):
-            st = x.untyped_storage()
-            saved[(st.data_ptr(), str(x.device))] = st.nbytes()
-            return x
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-            loss = step()
-        nodes, stack, seen = 0, [loss.grad_fn], set()
-        while stack:                                 # count the backward graph's nodes
-            fn = stack.pop()
-            if fn is None or fn in seen: continue
-            seen.add(fn); nodes += 1
-            stack.extend(f for f, _ in fn.next_functions)
-        loss.backward()                              # also the warm-up
-        out[name] = dict(saved_mb=sum(saved.values()) / 2**20, backward_nodes=nodes, times=[])
-    for _ in range(repeats):
-        for name, step in steps.items():
-            t0 = time.perf_counter(); step().backward(); out[name]["times"].append(time.perf_counter() - t0)
-    for r in out.values():
-        t = r.pop("times")
-        r["seconds"] = min(t) if t else float("nan")
-        r["seconds_median"] = float(np.median(t)) if t else float("nan")
-    return out

@@ -224,7 +224,7 @@ class AnyDoor(nn.Module):
                       x_t: torch.Tensor,             # (B, C, h, w) noisy latents
                       t,                             # int or (B,) timesteps
                       id_tokens: torch.Tensor,       # (B, T, D) from `id_extractor` (or its uncond_tokens)
-                      hint: torch.Tensor,            # (B, 4, S, S) collage + mask in [-1, 1]
+                      hint: torch.Tensor,            # (B, 4, S, S) collage + mask in [-1, 1] (range checked by the caller)
                       control_scale: float = 1.0,    # detail strength (SPEC §9: 1.0; 0 skips the branch)
                       residuals: tuple | None = None, # (down, mid) of `detail_residuals`, computed ahead (released branch)
                      ) -> torch.Tensor:              # (B, C, h, w) the UNet's prediction (ε for ε-prediction)
@@ -241,7 +241,8 @@ class AnyDoor(nn.Module):
         down = mid = None
         if residuals is not None: down, mid = residuals
         elif self.detail is not None and control_scale != 0:
-            down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale))
+            down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale),
+                                    check_hint_range=False)
         return injected_unet_forward(self.unet, x_in, t, id_tokens, down, mid,
                                      detach_encoder_context=self.settings.detach_encoder_context)
 
@@ -286,7 +287,7 @@ class AnyDoor(nn.Module):
             tk = ts[k0:k0 + per]; n = len(tk)
             blank = torch.zeros(n * B, C_in, h, h, device=hint.device, dtype=id_tokens.dtype)   # x_t: unused (sees_latent off)
             down, mid = self.detail(blank, tk.repeat_interleave(B), id_tokens.repeat(n, 1, 1), hint.to(id_tokens.dtype).repeat(n, 1, 1, 1),
-                                    conditioning_scale=float(control_scale))
+                                    conditioning_scale=float(control_scale), check_hint_range=False)
             for j in range(n):
                 sl = slice(j * B, (j + 1) * B)
                 out.append((tuple(d[sl] for d in down), mid[sl]))

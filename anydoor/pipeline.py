@@ -5,9 +5,6 @@
 # %% ../nbs/15_pipeline.ipynb #4b140f2c
 from __future__ import annotations
 import importlib
-import math
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 from diffusers import AutoencoderKL, ConfigMixin, DDIMScheduler, DiffusionPipeline, ModelMixin, UNet2DConditionModel
-from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 
-from .core import image_to_tensor, mask_to_tensor, check_box, check_tensor
+from .core import image_to_tensor, mask_to_tensor, check_box, check_tensor, check_number
 from .collage import prepare_reference, prepare_target, paste_back, CropInfo
 from .detail import DetailExtractor
 from .id_extractor import IDExtractor, ModelNotAvailableError, load_or_explain
@@ -27,8 +23,7 @@ from .sampling import (ddim_scheduler, detail_residuals_by_step, denoise_step, g
                               prepare_latents, step_kwargs)
 
 # %% auto #0
-__all__ = ['CUSTOM_PIPELINE', 'AnyDoorPipelineOutput', 'normalize_inputs', 'AnyDoorPipeline', 'controlnet_twin',
-           'compare_with_controlnet_pipeline']
+__all__ = ['CUSTOM_PIPELINE', 'AnyDoorPipelineOutput', 'normalize_inputs', 'AnyDoorPipeline']
 
 # %% ../nbs/15_pipeline.ipynb #a9dc6ab2
 @dataclass
@@ -144,13 +139,6 @@ def _fail_count(name, k, got):
 
 def _single_image(x) -> bool:
     return not isinstance(x, (list, tuple)) and not (isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 4)
-
-def _number(v, name: str, lo=None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
-    if not math.isfinite(float(v)) or (lo is not None and v < lo):
-        raise ValueError(f"`{name}` must be a finite number{f' >= {lo}' if lo is not None else ''}, got {v!r}")
-    return float(v)
 
 # %% ../nbs/15_pipeline.ipynb #91d1b64d
 def normalize_inputs(reference, reference_mask, scene, box=None, scene_mask=None, shape_control: bool = False) -> list:
@@ -349,9 +337,9 @@ class AnyDoorPipeline(DiffusionPipeline):
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
                 or num_inference_steps < 1:
             raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
-        _number(guidance_scale, "guidance_scale", 0.0)
-        _number(control_scale, "control_scale", 0.0)
-        _number(blend, "blend", 0.0)
+        check_number(guidance_scale, "guidance_scale", 0.0)
+        check_number(control_scale, "control_scale", 0.0)
+        check_number(blend, "blend", 0.0)
         if output_type not in _OUTPUT_TYPES:
             raise ValueError(f"`output_type` must be one of {_OUTPUT_TYPES}, got {output_type!r}")
         if paste_region not in ("crop", "box"):
@@ -400,7 +388,7 @@ class AnyDoorPipeline(DiffusionPipeline):
         if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
             raise ValueError(f"`num_images_per_prompt` must be a positive int, got {N!r}")
         N = int(N)
-        _number(eta, "eta", 0.0)
+        check_number(eta, "eta", 0.0)
         if not set(callback_on_step_end_tensor_inputs) <= {"latents"}:
             raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name 'latents', got {list(callback_on_step_end_tensor_inputs)}")
         if callback_on_step_end is not None and not callable(callback_on_step_end):
@@ -488,112 +476,3 @@ class AnyDoorPipeline(DiffusionPipeline):
         images = _to_output(scenes, output_type)
         if not return_dict: return (images, crop_infos)
         return AnyDoorPipelineOutput(images=images, crop_infos=crop_infos)
-
-# %% ../nbs/15_pipeline.ipynb #0ce85fd3
-class _IdentityVAE(ModelMixin, ConfigMixin):
-    "PixelCodec with `AutoencoderKL`'s config fields and decode signature, for diffusers' SD pipelines (scale 1)."
-    @register_to_config
-    def __init__(self, latent_channels: int = 3, block_out_channels: tuple = (3,), scaling_factor: float = 1.0,
-                 shift_factor=None, force_upcast: bool = False):
-        super().__init__()
-        self.register_buffer("anchor", torch.zeros(1))
-    def decode(self, z, return_dict: bool = True, generator=None):
-        return (z,) if not return_dict else BaseOutput(sample=z)
-
-def controlnet_twin(model: AnyDoor):
-    "diffusers' `StableDiffusionControlNetPipeline` with components of the same sizes as `model`'s (for timing)."
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    import inspect
-    if not isinstance(model, AnyDoor): raise TypeError(f"`model` must be an AnyDoor, got {type(model).__name__}")
-    if model.detail is None: raise ValueError("`model` has no detail extractor: there is no ControlNet to compare with")
-    keys = set(inspect.signature(ControlNetModel.__init__).parameters)
-    with torch.device(model.device):                  # "meta" for the SD-size architecture: shapes only
-        controlnet = ControlNetModel(**{k: v for k, v in model.detail.config.items() if k in keys})
-    missing, unexpected = controlnet.load_state_dict(model.detail.state_dict(), strict=False)
-    if unexpected or set(missing) - {"conv_in.weight", "conv_in.bias"}:
-        raise ValueError(f"the detail extractor does not fit a ControlNetModel: missing {missing}, unexpected {unexpected}")
-    if missing: controlnet.conv_in.load_state_dict(model.unet.conv_in.state_dict())   # the released branch has none
-    enc, T = model.id_extractor.encoder.config, model.id_extractor.num_tokens
-    D = model.unet.config.cross_attention_dim
-    heads = max(h for h in range(1, enc.num_attention_heads + 1) if D % h == 0)   # DINOv2-g's 24 do not divide 1024
-    with torch.random.fork_rng(devices=[]), torch.device(model.device):
-        torch.manual_seed(0)
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=64, bos_token_id=0, eos_token_id=1, pad_token_id=2, hidden_size=D, num_hidden_layers=enc.num_hidden_layers,
-            num_attention_heads=heads, max_position_embeddings=T,
-            intermediate_size=getattr(enc, "intermediate_size", None) or int(enc.hidden_size * enc.mlp_ratio))).eval()
-    tokenizer = CLIPTokenizer(model_max_length=T)
-    vae = _IdentityVAE(model.latent_channels, (model.latent_channels,)) if isinstance(model.codec, PixelCodec) else model.codec
-    pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=model.unet,
-                                             controlnet=controlnet, scheduler=ddim_scheduler(model.noise_scheduler),
-                                             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    return pipe.to(model.device, model.dtype)
-
-# %% ../nbs/15_pipeline.ipynb #ea8a6df4
-def compare_with_controlnet_pipeline(model: AnyDoor | None = None, # default: AnyDoor.tiny()
-                                     num_inference_steps: int = 50,
-                                     guidance_scale: float = 5.0,
-                                     repeats: int = 7,             # timed calls of each pipeline (after one warm-up each)
-                                     scene=None,                   # default: the coffee photo (400 x 600)
-                                     box: tuple = (230, 120, 370, 260),
-                                     threads: int | None = 1,      # torch threads while timing (None: leave as is)
-                                     step_repeats: int = 50,       # paired timings of one denoising step (0: skip)
-                                    ) -> dict:
-    "Median wall/CPU seconds per insertion of AnyDoorPipeline and its ControlNet twin (alternating calls); median paired ratios."
-    from anydoor.core import sample_scene, sample_object
-    model = model or AnyDoor.tiny()
-    anydoor_pipe, twin = AnyDoorPipeline.from_model(model), controlnet_twin(model)
-    for p in (anydoor_pipe, twin): p.set_progress_bar_config(disable=True)
-    scene = sample_scene("coffee") if scene is None else scene
-    reference, mask = sample_object("gift")
-    S = model.image_size
-    hint = prepare_target(scene, box, reference=prepare_reference(reference, mask, model.reference_size)[0],
-                          reference_mask=prepare_reference(reference, mask, model.reference_size)[1], size=S,
-                          rng=np.random.default_rng(0)).hint[None]                    # (1, 4, S, S)
-    runs = dict(
-        anydoor=lambda: anydoor_pipe(reference, mask, scene, box, num_inference_steps=num_inference_steps,
-                                     guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0)),
-        controlnet=lambda: twin(prompt="", image=hint, height=S, width=S, num_inference_steps=num_inference_steps,
-                                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0)))
-    # one denoising step of each, with guidance (batch 2), as their loops call it
-    view = anydoor_pipe._model()
-    view.execution_device, view.execution_dtype = model.device, model.dtype
-    B, C, h = 2, model.latent_channels, model.latent_size
-    x, t = torch.randn(B, C, h, h), torch.tensor(500)
-    with torch.no_grad():
-        tokens = torch.cat([model.id_extractor.uncond_tokens(1), model.id_extractor(torch.rand(1, 3, model.reference_size,
-                                                                                               model.reference_size))])
-    hint2 = torch.cat([hint, hint])
-    def cn_step():
-        down, mid = twin.controlnet(x, t, encoder_hidden_states=tokens, controlnet_cond=hint2, conditioning_scale=1.0,
-                                    guess_mode=False, return_dict=False)
-        return twin.unet(x, t, encoder_hidden_states=tokens, down_block_additional_residuals=down,
-                         mid_block_additional_residual=mid, return_dict=False)[0]
-    steps = dict(anydoor=lambda: view.predict_noise(x, t, tokens, hint2), controlnet=cn_step)
-    wall, cpu = {k: [] for k in runs}, {k: [] for k in runs}
-    step_cpu = {k: [] for k in steps}
-    before = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
-    try:
-        for f in runs.values(): f()                                                 # warm-up
-        for _ in range(repeats):
-            for k, f in runs.items():
-                t0, c0 = time.perf_counter(), time.process_time(); f()
-                wall[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
-        with torch.no_grad():
-            for f in steps.values(): f()
-            for _ in range(step_repeats):
-                for k, f in steps.items():
-                    c0 = time.process_time(); f(); step_cpu[k].append(time.process_time() - c0)
-        used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-    w = {k: statistics.median(v) for k, v in wall.items()}
-    c = {k: statistics.median(v) for k, v in cpu.items()}
-    paired = lambda t: statistics.median(a / b for a, b in zip(t["anydoor"], t["controlnet"]))   # neighbours in time
-    return dict(anydoor_s=w["anydoor"], controlnet_s=w["controlnet"], wall_ratio=paired(wall),
-                anydoor_cpu_s=c["anydoor"], controlnet_cpu_s=c["controlnet"], cpu_ratio=paired(cpu),
-                step_cpu_ratio=paired(step_cpu) if step_repeats else None,
-                num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, repeats=repeats,
-                torch_threads=used, wall=wall, cpu=cpu, step_cpu=step_cpu)

@@ -23,7 +23,7 @@ from .model import PixelCodec, sd21_scheduler
 from .detail import tiny_unet
 from .collage import prepare_reference
 from .data import (TeleportToyDataset, ToyPose, make_identity, render_object, composite, toy_background,
-                          TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS)
+                          TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS, _low_quality, _to_uint8)
 from .sampling import ddim_scheduler
 
 # %% auto #0
@@ -117,21 +117,11 @@ class ToyCaptionEncoder(ModelMixin, ConfigMixin):
         return self.norm(self.blocks(x))                                    # (B, 6, width)
 
 # %% ../nbs/09_pretrain.ipynb #bcc4800a
-def _to_uint8(x): return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-def _square_crop(img, center, side, size):
+def _resample_square(img, center, side, size):
     "Resample the square of `side` pixels around `center` to `size`², reflecting beyond the border."
     s = size / side
     M = np.float32([[s, 0, size / 2 - s * center[0]], [0, s, size / 2 - s * center[1]]])
     return cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-
-def _degrade(img, rng):
-    "A low-quality frame: down-sampled by 1.5-3x, up-sampled back, a little noise."
-    H, W = img.shape[:2]
-    f = rng.uniform(1.5, 3.0)
-    small = cv2.resize(img, (max(4, int(W / f)), max(4, int(H / f))), interpolation=cv2.INTER_AREA)
-    out = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-    return np.clip(out + rng.normal(0, 0.02, out.shape), 0, 1).astype(np.float32)
 
 def render_view(ident,                       # a ToyIdentity
                 rng: np.random.Generator | None = None,
@@ -154,12 +144,13 @@ def render_view(ident,                       # a ToyIdentity
     in_scene = rng.random() < scene_prob
     background = toy_background(rng, (L, L)) if in_scene else np.ones((L, L, 3), np.float32)
     img, mask = composite(background, render_object(ident, pose, (L, L)))
-    if rng.random() < low_quality_prob: img = _degrade(img, rng)
+    if rng.random() < low_quality_prob:           # the toy videos' degradation, no blur (float64 noise: as rendered)
+        img = _low_quality(img, rng, factor=rng.uniform(1.5, 3.0), noise=0.02, noise_dtype=np.float64)
     if in_scene:
         ys, xs = np.nonzero(mask)
         side = max(xs.max() - xs.min(), ys.max() - ys.min()) + 1
-        out = _square_crop(img, ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2),
-                           side * rng.uniform(1.15, 1.8), size)
+        out = _resample_square(img, ((xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2),
+                               side * rng.uniform(1.15, 1.8), size)
         return _to_uint8(out).transpose(2, 0, 1)
     ref, _ = prepare_reference(_to_uint8(img), mask.astype(np.uint8) * 255, size=size,
                                expand_ratio=rng.uniform(1.1, 1.5), rng=rng)

@@ -9,7 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from .core import check_tensor
+from .core import check_tensor, check_number
 from .model import SAMPLE_STARTS
 
 # %% auto #0
@@ -114,8 +114,7 @@ def generate(model,                        # anydoor.model.AnyDoor
         raise ValueError(f"`hint` must have shape ({reference.shape[0]}, 4, {S}, {S}), got {tuple(hint.shape)}")
     if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
         raise ValueError(f"`num_inference_steps` must be a positive int, got {num_inference_steps!r}")
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not 0 <= guidance_scale < float("inf"):
-        raise ValueError(f"`guidance_scale` must be a finite number >= 0, got {guidance_scale!r}")
+    check_number(guidance_scale, "guidance_scale", 0.0)
     N = num_images_per_prompt
     if isinstance(N, bool) or not isinstance(N, int) or N < 1:
         raise ValueError(f"`num_images_per_prompt` must be a positive int, got {N!r}")

@@ -354,9 +354,10 @@ PIPE_BOX = (230, 120, 370, 260)
 
 
 def pipeline_runners(p, which=("anydoor", "controlnet")):
-    """One insertion with AnyDoorPipeline and with its diffusers twin (anydoor.pipeline.controlnet_twin), on the
-    inputs anydoor.pipeline.compare_with_controlnet_pipeline uses (for the peak-memory subprocesses)."""
+    """One insertion with AnyDoorPipeline and with its diffusers twin (anydoor.benchmark.controlnet_twin), on the
+    inputs anydoor.benchmark.compare_with_controlnet_pipeline uses (for the peak-memory subprocesses)."""
     from anydoor import pipeline as P
+    from anydoor.benchmark import controlnet_twin
     from anydoor.collage import prepare_reference, prepare_target
     from anydoor.core import sample_scene, sample_object
     from anydoor.model import AnyDoor
@@ -368,7 +369,7 @@ def pipeline_runners(p, which=("anydoor", "controlnet")):
         out["anydoor"] = lambda: pipe(reference, mask, scene, PIPE_BOX, num_inference_steps=n, guidance_scale=5.0,
                                       generator=torch.Generator().manual_seed(0))
     if "controlnet" in which:
-        twin = P.controlnet_twin(model); twin.set_progress_bar_config(disable=True)
+        twin = controlnet_twin(model); twin.set_progress_bar_config(disable=True)
         r, rm = prepare_reference(reference, mask, model.reference_size)
         hint = prepare_target(scene, PIPE_BOX, reference=r, reference_mask=rm, size=S,
                               rng=np.random.default_rng(0)).hint[None]
@@ -379,16 +380,13 @@ def pipeline_runners(p, which=("anydoor", "controlnet")):
 
 def figure5(m):
     """AnyDoorPipeline per insertion vs diffusers' StableDiffusionControlNetPipeline of the same sizes:
-    anydoor.pipeline.compare_with_controlnet_pipeline (the pipeline's own comparison), reused as is."""
-    try:
-        from anydoor.pipeline import compare_with_controlnet_pipeline
-    except ImportError as e:
-        return dict(skipped=f"anydoor.pipeline.compare_with_controlnet_pipeline is not there yet ({e})")
+    anydoor.benchmark.compare_with_controlnet_pipeline (the library's comparison), reused as is."""
+    from anydoor.benchmark import compare_with_controlnet_pipeline
     r = compare_with_controlnet_pipeline(num_inference_steps=m["pipe_steps"], guidance_scale=5.0,
                                          repeats=m["pipe_repeats"], box=PIPE_BOX)
     times = dict(cpu=r["cpu"], wall=r["wall"])
     rr = ratio(times, "anydoor", "controlnet")
-    return dict(what=f"anydoor.pipeline.compare_with_controlnet_pipeline: one insertion into the coffee photo, "
+    return dict(what=f"anydoor.benchmark.compare_with_controlnet_pipeline: one insertion into the coffee photo, "
                      f"AnyDoor.tiny and its StableDiffusionControlNetPipeline twin (same UNet, ControlNet = the detail "
                      f"weights, random CLIP text encoder of the ID encoder's size), {m['pipe_steps']} DDIM steps, "
                      f"guidance 5.0, alternating calls after one warm-up each",

@@ -15,7 +15,7 @@ of importance, each skipped (and said so) when the time budget (`--budget`, seco
 3. ratios 1 and 2 at full size (batch 8, no checkpointing): AnyDoor's step vs diffusers' train_controlnet
    step and vs the naive port (benchmarks/steps.py says what each is).
 4. ratio 5 at full size: AnyDoorPipeline per insertion vs diffusers' StableDiffusionControlNetPipeline of
-   the same sizes (`anydoor.pipeline.compare_with_controlnet_pipeline` when it handles SD sizes; otherwise
+   the same sizes (`anydoor.benchmark.compare_with_controlnet_pipeline` when it handles SD sizes; otherwise
    the same comparison with a random CLIP text encoder of SD 2.1's size, see `sd21_twin`).
 """
 from __future__ import annotations
@@ -325,7 +325,7 @@ SD21_TEXT_ENCODER = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4
 
 def sd21_twin(model, text_config: dict):
     """diffusers' StableDiffusionControlNetPipeline on `model`'s UNet and VAE, a ControlNetModel holding the detail
-    extractor's weights (conv_in from the UNet, as anydoor.pipeline.controlnet_twin does), and a random CLIP text
+    extractor's weights (conv_in from the UNet, as anydoor.benchmark.controlnet_twin does), and a random CLIP text
     encoder of `text_config` (SD 2.1's by default). Returns (pipe, encode) where encode() runs the text encoder on an
     empty prompt's 77 ids (no tokenizer files are needed)."""
     import inspect
@@ -342,8 +342,8 @@ def sd21_twin(model, text_config: dict):
     vae = model.codec
     from anydoor.model import PixelCodec
     if isinstance(vae, PixelCodec):
-        from anydoor.pipeline import _IdentityVAE
-        vae = _IdentityVAE(model.latent_channels, (model.latent_channels,))
+        from anydoor.benchmark import IdentityVAE
+        vae = IdentityVAE(model.latent_channels, (model.latent_channels,))
     pipe = StableDiffusionControlNetPipeline(vae=vae, text_encoder=te, tokenizer=None, unet=model.unet, controlnet=cn,
                                              scheduler=ddim_scheduler(model.noise_scheduler), safety_checker=None,
                                              feature_extractor=None, requires_safety_checker=False)
@@ -373,17 +373,17 @@ def synthetic_inputs(seed: int = 0):
 def figure5(model, dev, n_steps, smoke, budget):
     out = dict(scipy_stubbed=scipy_or_stub())
     from anydoor import pipeline as P
-    # a. the pipeline engineer's comparison function, as is
-    if hasattr(P, "compare_with_controlnet_pipeline"):    # controlnet_twin builds at SD size (heads that divide 1024)
-        try:
-            ref, mask, scene, box = synthetic_inputs()
-            r = P.compare_with_controlnet_pipeline(model, num_inference_steps=n_steps, guidance_scale=5.0,
-                                                   repeats=1 if smoke else 2, scene=scene, box=box)
-            out["compare_with_controlnet_pipeline"] = {k: v for k, v in r.items()}
-            out["ratio_5"] = r["wall_ratio"]
-        except Exception as e:
-            traceback.print_exc()
-            out["compare_with_controlnet_pipeline"] = dict(error=f"{type(e).__name__}: {e}"[:1000])
+    from anydoor.benchmark import compare_with_controlnet_pipeline
+    # a. the library's comparison function, as is (controlnet_twin builds at SD size: heads that divide 1024)
+    try:
+        ref, mask, scene, box = synthetic_inputs()
+        r = compare_with_controlnet_pipeline(model, num_inference_steps=n_steps, guidance_scale=5.0,
+                                             repeats=1 if smoke else 2, scene=scene, box=box)
+        out["compare_with_controlnet_pipeline"] = {k: v for k, v in r.items()}
+        out["ratio_5"] = r["wall_ratio"]
+    except Exception as e:
+        traceback.print_exc()
+        out["compare_with_controlnet_pipeline"] = dict(error=f"{type(e).__name__}: {e}"[:1000])
     # b. where it could not build SD-sized peers (or in smoke mode, to test this path): SD 2.1 CLIP text encoder
     if "ratio_5" not in out or smoke:
         if elapsed() + (5 if smoke else 25) > budget:

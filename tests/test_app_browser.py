@@ -29,9 +29,9 @@ def served(tmp_path_factory):
     "The demo on the shipped tiny AnyDoor, served on a free local port; the two pictures to upload."
     import torch
     from anydoor.app import build_demo
-    from anydoor.cli import shipped_weights
+    from anydoor.cli import shipped_model
     from anydoor.core import sample_object, sample_scene
-    if shipped_weights() is None: pytest.skip("no shipped weights (anydoor/weights/anydoor-tiny)")
+    if shipped_model() is None: pytest.skip("no shipped weights (anydoor/weights/anydoor-tiny)")
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("demo")
     gift, alpha = sample_object("gift"); gift.putalpha(alpha); gift.save(tmp / "gift.png")

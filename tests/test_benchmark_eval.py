@@ -1,5 +1,6 @@
 """anydoor.benchmark: the paper's evaluation protocol (SPEC §10) on a tiny benchmark folder with tiny models saved
-locally: layout checks, CLIP-I/DINO-I, background PSNR, FID/KID with a custom feature network, resume, fail-fast."""
+locally: layout checks, CLIP-I/DINO-I, background PSNR, FID/KID with a custom feature network, resume, fail-fast;
+and the ControlNet twin used for timing."""
 import json
 
 import numpy as np
@@ -7,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from anydoor.benchmark import (BENCHMARK_FILE, TinyFeatures, background_psnr, coco_scenes, evaluate_benchmark,
-                               fid_kid, inception_features, load_benchmark, results_markdown, save_tiny_evaluators,
-                               write_benchmark, ImageEncoder)
+from anydoor.benchmark import (BENCHMARK_FILE, TinyFeatures, background_psnr, coco_scenes, controlnet_twin,
+                               evaluate_benchmark, fid_kid, inception_features, load_benchmark, results_markdown,
+                               save_tiny_evaluators, write_benchmark, ImageEncoder)
 from anydoor.core import sample_object, sample_scene
 from anydoor.id_extractor import ModelNotAvailableError
 from anydoor.model import AnyDoor
@@ -204,3 +205,28 @@ def test_fid_feeds_native_uint8_sizes_by_default():
     assert {s for _, s in seen} == {(16, 20), (24, 20)} and {d for d, _ in seen} == {torch.uint8}
     seen.clear(); fid_kid(real, real, Recorder(), image_size=32)
     assert {s for _, s in seen} == {(32, 32)}
+
+
+# ---------------------------------------------------------------- the ControlNet twin (timing)
+def test_controlnet_twin_is_the_same_work():
+    m = AnyDoor.tiny()
+    twin = controlnet_twin(m)
+    assert twin.unet is m.unet
+    cn = twin.controlnet.state_dict()
+    det = m.detail.state_dict()
+    assert all(torch.equal(cn[k], det[k]) for k in det)
+    assert twin.text_encoder.config.hidden_size == m.unet.config.cross_attention_dim
+    assert twin.tokenizer.model_max_length == m.id_extractor.num_tokens
+    twin.set_progress_bar_config(disable=True)
+    out = twin(prompt="", image=torch.zeros(1, 4, 32, 32), height=32, width=32, num_inference_steps=1,
+               output_type="np").images
+    assert out.shape == (1, 32, 32, 3)
+
+
+def test_controlnet_twin_builds_at_sd_size():
+    "The benchmark's diffusers twin at SD 2.1 + DINOv2-giant sizes (shapes only, on the meta device): 24 heads do not divide 1024."
+    sd = AnyDoor.sd21_architecture(device="meta")
+    twin = controlnet_twin(sd)
+    assert twin.text_encoder.config.hidden_size == 1024 and 1024 % twin.text_encoder.config.num_attention_heads == 0
+    extra = sum(p.numel() for p in twin.controlnet.parameters()) - sum(p.numel() for p in sd.detail.parameters())
+    assert extra == sum(p.numel() for p in twin.controlnet.conv_in.parameters())   # the released branch has no conv_in

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anydoor.cli import build_parser, load_pipeline, main, parse_box, shipped_weights
+from anydoor.cli import build_parser, load_pipeline, main, parse_box, shipped_model
 from anydoor.core import sample_object, sample_scene
 from anydoor.model import AnyDoor
 from anydoor.pipeline import AnyDoorPipeline
@@ -99,21 +99,21 @@ def test_seed_makes_it_reproducible(files):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_no_model_and_no_shipped_weights(files, monkeypatch):
-    monkeypatch.setattr("anydoor.cli.shipped_weights", lambda: None)
+def test_no_model_and_no_shipped_model(files, monkeypatch):
+    monkeypatch.setattr("anydoor.cli.shipped_model", lambda: None)
     code, err = run_cli("--reference", files / "gift.png", "--box", BOX, "--scene", files / "coffee.jpg",
                         "--out", files / "x.png")
     assert code == 2 and "ships no trained weights" in err and "--tiny-random" in err
 
 
-def test_shipped_weights_are_found(tmp_path, monkeypatch):
+def test_shipped_model_is_found(tmp_path, monkeypatch):
     import anydoor
     fake = tmp_path / "anydoor"
     (fake / "weights" / "anydoor-tiny").mkdir(parents=True)
     monkeypatch.setattr(anydoor, "__file__", str(fake / "__init__.py"))
-    assert shipped_weights() is None
+    assert shipped_model() is None
     AnyDoor.tiny().save_pretrained(fake / "weights" / "anydoor-tiny")
-    assert shipped_weights() == fake / "weights" / "anydoor-tiny"
+    assert shipped_model() == fake / "weights" / "anydoor-tiny"
     assert type(load_pipeline(None)).__name__ == "AnyDoorPipeline"
 
 
@@ -195,7 +195,7 @@ def test_shipped_trained_weights_are_the_default(files):
     import json
     import anydoor
     from pathlib import Path
-    shipped = shipped_weights()
+    shipped = shipped_model()
     assert shipped is not None and (shipped / "model_index.json").is_file()
     record = json.loads((Path(anydoor.__file__).parent / "weights" / "anydoor-tiny.json").read_text())
     # its training record: the command, the machine and its held-out evaluation (64 identities, 3 seeds)

@@ -3,10 +3,11 @@ frozen encoder (outputs carry no grad_fn), the exact-gradient switch, and bad in
 import pytest
 import torch
 
+from anydoor.benchmark import step_cost
 from anydoor.detail import DetailExtractor, tiny_unet
 from anydoor.id_extractor import IDExtractor
 from anydoor.injection import (apply_freezing_policy, encoder_outputs_in_graph, injected_unet_forward,
-                               is_unet_decoder_parameter, step_cost)
+                               is_unet_decoder_parameter)
 
 
 @pytest.fixture()

@@ -86,9 +86,9 @@ def test_evaluate_command_refuses_what_it_cannot_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path)])                                   # not a model folder
     assert "neither a pipeline folder" in capsys.readouterr().err
-    from anydoor.cli import shipped_weights
+    from anydoor.cli import shipped_model
     with pytest.raises(SystemExit):
-        evaluate.main([str(shipped_weights()), "--num-identities", "65"])  # would take training identities
+        evaluate.main([str(shipped_model()), "--num-identities", "65"])  # would take training identities
     assert "`num_identities` must be an int in [1, 64]" in capsys.readouterr().err
 
 

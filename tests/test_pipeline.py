@@ -1,5 +1,5 @@
 """anydoor.pipeline: round trip through a folder, untouched background, input kinds, batches, several objects,
-every bad input, dtypes, attention slicing, offload hooks, and the ControlNet twin used for timing."""
+every bad input, dtypes, attention slicing, offload hooks."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ from PIL import Image
 
 from anydoor.core import image_to_tensor, mask_to_tensor, sample_object, sample_scene
 from anydoor.model import AnyDoor
-from anydoor.pipeline import AnyDoorPipeline, AnyDoorPipelineOutput, controlnet_twin, normalize_inputs
+from anydoor.pipeline import AnyDoorPipeline, AnyDoorPipelineOutput, normalize_inputs
 
 STEPS = 2
 BOX = (80, 40, 120, 80)
@@ -354,22 +354,6 @@ def test_attention_slicing_and_offload_hooks(pipe, gift, scene):
     assert calls and calls[0] is q.unet
 
 
-# ---------------------------------------------------------------- the ControlNet twin (timing)
-def test_controlnet_twin_is_the_same_work():
-    m = AnyDoor.tiny()
-    twin = controlnet_twin(m)
-    assert twin.unet is m.unet
-    cn = twin.controlnet.state_dict()
-    det = m.detail.state_dict()
-    assert all(torch.equal(cn[k], det[k]) for k in det)
-    assert twin.text_encoder.config.hidden_size == m.unet.config.cross_attention_dim
-    assert twin.tokenizer.model_max_length == m.id_extractor.num_tokens
-    twin.set_progress_bar_config(disable=True)
-    out = twin(prompt="", image=torch.zeros(1, 4, 32, 32), height=32, width=32, num_inference_steps=1,
-               output_type="np").images
-    assert out.shape == (1, 32, 32, 3)
-
-
 def test_a_swapped_scheduler_is_used():
     "`pipe.scheduler = OtherScheduler.from_config(...)` changes the sampler, as in any diffusers pipeline."
     from diffusers import DPMSolverMultistepScheduler
@@ -475,15 +459,6 @@ def test_detail_residuals_are_computed_once_for_all_images(gift, scene):
     try: call(p, gift, scene, num_inference_steps=3, num_images_per_prompt=4, guidance_scale=3.0)
     finally: hook.remove()
     assert sum(sizes) == 3 * 2 * 1                                    # 3 steps x (cond + uncond) x 1 object
-
-
-def test_controlnet_twin_builds_at_sd_size():
-    "The benchmark's diffusers twin at SD 2.1 + DINOv2-giant sizes (shapes only, on the meta device): 24 heads do not divide 1024."
-    sd = AnyDoor.sd21_architecture(device="meta")
-    twin = controlnet_twin(sd)
-    assert twin.text_encoder.config.hidden_size == 1024 and 1024 % twin.text_encoder.config.num_attention_heads == 0
-    extra = sum(p.numel() for p in twin.controlnet.parameters()) - sum(p.numel() for p in sd.detail.parameters())
-    assert extra == sum(p.numel() for p in twin.controlnet.conv_in.parameters())   # the released branch has no conv_in
 
 
 def test_sample_start_round_trips_and_reaches_the_sampler(gift, scene, tmp_path):

@@ -224,6 +224,8 @@ def _build_model(cfg):
         return AnyDoor.tiny(seed=cfg.seed, image_size=m.image_size, reference_size=m.reference_size, **switches)
     from anydoor.pretrain import toy_foundation_paths
     base, toy_encoder = toy_foundation_paths(None if m.pretrained == "shipped" else m.pretrained)
+    beside = Path(toy_encoder).parent / str(encoder)      # a bare name: a folder beside the toy foundation's (id=toy_clip)
+    if encoder is not None and "/" not in str(encoder) and beside.is_dir(): encoder = str(beside)
     return AnyDoor.from_foundation(base, encoder or toy_encoder, image_size=m.image_size, reference_size=m.reference_size,
                                    seed=cfg.seed, **switches)
 

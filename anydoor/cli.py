@@ -11,19 +11,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from .shipped import SHIPPED_FOLDER, shipped_model   # the default model (08a_shipped); re-exported
+
 # %% auto #0
-__all__ = ['SHIPPED_FOLDER', 'BATCH_COLUMNS', 'shipped_model', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline', 'main']
+__all__ = ['BATCH_COLUMNS', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline', 'main']
 
 # %% ../nbs/17_cli.ipynb #77c96b5d
-SHIPPED_FOLDER = "anydoor-tiny"   # a pipeline folder or a training run's model/ folder, as package data
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _DTYPES = ("float32", "float16", "bfloat16")
-
-def shipped_model() -> Path | None:
-    "The trained tiny AnyDoor shipped with the package (`anydoor/weights/anydoor-tiny`), or None."
-    from anydoor.pretrain import shipped_weights_dir    # the weights/ folder, beside the toy foundation models
-    d = shipped_weights_dir() / SHIPPED_FOLDER
-    return d if (d / "model_index.json").is_file() or (d / "anydoor.json").is_file() else None
 
 def parse_box(text: str) -> tuple:
     "`x0,y0,x1,y1` -> a tuple of 4 ints (argparse type)."

@@ -17,9 +17,10 @@ from diffusers.configuration_utils import register_to_config
 
 from .data import TeleportToyDataset, TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS, collate
 from .id_extractor import ModelNotAvailableError
+from .shipped import JUDGE_FOLDER, shipped_weights_dir   # where the shipped judge lives (08a_shipped)
 
 # %% auto #0
-__all__ = ['ATTRIBUTES', 'JUDGE_FOLDER', 'JUDGE_LOG', 'hue_rotate', 'IdentityJudge', 'crop_pool', 'augment_crops', 'JudgeConfig',
+__all__ = ['ATTRIBUTES', 'JUDGE_LOG', 'hue_rotate', 'IdentityJudge', 'crop_pool', 'augment_crops', 'JudgeConfig',
            'check_judge_config', 'train_judge', 'attribute_labels', 'judge_scores', 'chance_levels', 'validate_judge',
            'load_judge', 'make_judge', 'main']
 
@@ -289,12 +290,11 @@ def validate_judge(judge: IdentityJudge,
     return out
 
 # %% ../nbs/10_judge.ipynb #b9a14085
-JUDGE_FOLDER, JUDGE_LOG = "toy-judge", "judge_log.json"
+JUDGE_LOG = "judge_log.json"   # beside the weights; the folder is anydoor.shipped.JUDGE_FOLDER
 
 def load_judge(folder=None,               # a judge folder; None: the shipped one
                device="cpu") -> IdentityJudge:
     "The shipped (or a given) identity judge, in eval mode."
-    from anydoor.pretrain import shipped_weights_dir
     path = Path(folder).expanduser() if folder is not None else shipped_weights_dir() / JUDGE_FOLDER
     if not (path / "config.json").is_file():
         raise ModelNotAvailableError(f"No identity judge under {str(path)!r} (no config.json). Re-create it "

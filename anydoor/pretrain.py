@@ -25,47 +25,20 @@ from .collage import prepare_reference
 from .data import (TeleportToyDataset, ToyPose, make_identity, render_object, composite, toy_background,
                           TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS, _low_quality, _to_uint8)
 from .sampling import ddim_scheduler
+from .shipped import (BASE_FOLDER, ENCODER_FOLDER, BASE_FILES, ENCODER_FILES, RECREATE_COMMAND,  # re-exported:
+                             shipped_weights_dir, toy_foundation_paths)                      # found in 08a_shipped
 
 # %% auto #0
-__all__ = ['BASE_FOLDER', 'ENCODER_FOLDER', 'LOG_FILE', 'SAMPLES_FILE', 'BASE_FILES', 'ENCODER_FILES', 'RECREATE_COMMAND',
-           'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOL_KINDS', 'VAE_WIDTHS', 'CODECS', 'CODEC_FACTOR', 'PRESETS',
-           'shipped_weights_dir', 'toy_foundation_paths', 'toy_caption', 'caption_table', 'ToyCaptionEncoder',
-           'render_view', 'PoolRenderer', 'encoder_config', 'nt_xent', 'ContrastiveHeads', 'normalize_imagenet',
-           'augment_views', 'encode_cls', 'retrieval_top1', 'pixel_features', 'retrieval_report', 'base_unet',
-           'base_validation_losses', 'sample_base', 'train_encoder', 'train_base', 'toy_vae', 'vae_loss',
-           'encode_latents', 'decode_latents', 'set_latent_scale', 'psnr', 'reconstruction_report', 'train_vae',
-           'PretrainConfig', 'resolve_config', 'pretrain', 'config_to_argv', 'build_parser', 'main']
+__all__ = ['LOG_FILE', 'SAMPLES_FILE', 'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOL_KINDS', 'VAE_WIDTHS', 'CODECS', 'CODEC_FACTOR',
+           'PRESETS', 'toy_caption', 'caption_table', 'ToyCaptionEncoder', 'render_view', 'PoolRenderer',
+           'encoder_config', 'nt_xent', 'ContrastiveHeads', 'normalize_imagenet', 'augment_views', 'encode_cls',
+           'retrieval_top1', 'pixel_features', 'retrieval_report', 'base_unet', 'base_validation_losses', 'sample_base',
+           'train_encoder', 'train_base', 'toy_vae', 'vae_loss', 'encode_latents', 'decode_latents', 'set_latent_scale',
+           'psnr', 'reconstruction_report', 'train_vae', 'PretrainConfig', 'resolve_config', 'pretrain',
+           'config_to_argv', 'build_parser', 'main']
 
 # %% ../nbs/09_pretrain.ipynb #d3a008e0
-BASE_FOLDER, ENCODER_FOLDER = "toy-sd", "toy-dinov2"
-LOG_FILE, SAMPLES_FILE = "pretrain_log.json", "samples.png"
-BASE_FILES = ("vae/config.json", "vae/diffusion_pytorch_model.safetensors", "unet/config.json",
-              "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
-              "text_encoder/config.json", "text_encoder/diffusion_pytorch_model.safetensors")
-ENCODER_FILES = ("config.json", "model.safetensors")
-RECREATE_COMMAND = "python -m anydoor.pretrain --out {folder}"
-
-def shipped_weights_dir() -> Path:
-    "The package's `weights/` folder (package data) that holds the shipped toy foundation models."
-    import anydoor
-    return Path(anydoor.__file__).resolve().parent / "weights"
-
-def toy_foundation_paths(folder=None,   # a folder holding toy-sd/ and toy-dinov2/; None: the shipped ones
-                        ) -> tuple:     # (base_dir, encoder_dir) as strings, for AnyDoor.from_foundation
-    "The toy Stable-Diffusion-layout folder and the toy DINOv2 folder; fail fast if they are incomplete."
-    if folder is not None and not isinstance(folder, (str, os.PathLike)):
-        raise TypeError(f"`folder` must be None or a folder path (str), got {type(folder).__name__}")
-    root = shipped_weights_dir() if folder is None else Path(folder).expanduser()
-    base, encoder = root / BASE_FOLDER, root / ENCODER_FOLDER
-    missing = [f"{d.name}/{f}" for d, files in ((base, BASE_FILES), (encoder, ENCODER_FILES))
-               for f in files if not (d / f).is_file()]
-    if missing:
-        raise ModelNotAvailableError(
-            f"The toy foundation models under {str(root)!r} are missing or incomplete (no {', '.join(missing[:3])}"
-            f"{', ...' if len(missing) > 3 else ''}). Re-create them from scratch (about 4 minutes on one GPU, "
-            f"about 90 on 2 CPU cores) with\n    {RECREATE_COMMAND.format(folder=root)}\n"
-            f"and pass that folder (model.pretrained=<folder>), or use model.pretrained=random.")
-    return str(base), str(encoder)
+LOG_FILE, SAMPLES_FILE = "pretrain_log.json", "samples.png"   # the run's log and its samples, beside toy-sd/ and toy-dinov2/
 
 # %% ../nbs/09_pretrain.ipynb #009c2f18
 CAPTION_TOKENS = ("shape", "texture", "body", "pattern", "emblem", "outline")

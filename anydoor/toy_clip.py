@@ -17,7 +17,8 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .data import TOY_SHAPES, TOY_TEXTURES, TeleportToyDataset, make_identity
 from .id_extractor import load_vision_encoder, normalize, tiny_patch_size
-from .pretrain import augment_views, render_view, retrieval_top1, shipped_weights_dir
+from .pretrain import augment_views, render_view, retrieval_top1
+from .shipped import CLIP_FOLDER, ENCODER_FOLDER, shipped_weights_dir
 
 # %% auto #0
 __all__ = ['HUE_WORDS', 'COLOUR_WORDS', 'CAPTION_SLOTS', 'VOCAB', 'FOLDER', 'LOG_FILE', 'colour_word', 'caption_words',
@@ -216,7 +217,7 @@ def retrieval_by_attribute(encoders: dict,        # name -> (encoder, (mean, std
     return out
 
 # %% ../nbs/09a_toy_clip.ipynb #80650f5e
-FOLDER = "toy-clip"
+FOLDER = CLIP_FOLDER   # "toy-clip", named in anydoor.shipped
 LOG_FILE = "train_log.json"
 
 def save_toy_clip(vision: CLIPVisionModel, folder, log: dict) -> Path:
@@ -246,7 +247,7 @@ def main(argv=None) -> dict:
     print(f"rendered {views.shape[0]} x {views.shape[1]} views in {time.perf_counter() - t0:.1f} s")
     vision, report = train_toy_clip(views, captions, cfg)
     encoders = {"toy_clip": (vision, (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)), "pixels": None}
-    dinov2 = shipped_weights_dir() / "toy-dinov2"
+    dinov2 = shipped_weights_dir() / ENCODER_FOLDER
     if cfg.reference_size == 32 and (dinov2 / "config.json").is_file():
         encoders["toy_dinov2"] = load_vision_encoder(str(dinov2))
     retrieval = retrieval_by_attribute(encoders, cfg.queries, cfg.reference_size, cfg.seed)

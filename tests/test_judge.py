@@ -8,7 +8,7 @@ import torch
 from anydoor.id_extractor import ModelNotAvailableError
 from anydoor.judge import (IdentityJudge, JudgeConfig, JUDGE_FOLDER, JUDGE_LOG, attribute_labels, check_judge_config,
                            crop_pool, hue_rotate, judge_scores, load_judge, main, train_judge)
-from anydoor.pretrain import shipped_weights_dir
+from anydoor.shipped import shipped_weights_dir
 
 
 def test_config_errors_name_the_field():

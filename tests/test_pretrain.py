@@ -9,8 +9,9 @@ import torch
 from safetensors import safe_open
 
 from anydoor.id_extractor import ModelNotAvailableError
-from anydoor.pretrain import (BASE_FOLDER, ENCODER_FOLDER, LOG_FILE, SAMPLES_FILE, PretrainConfig, base_unet,
-                              encoder_config, main, pretrain, resolve_config, shipped_weights_dir, toy_foundation_paths)
+from anydoor.pretrain import (LOG_FILE, SAMPLES_FILE, PretrainConfig, base_unet, encoder_config, main, pretrain,
+                              resolve_config)
+from anydoor.shipped import BASE_FOLDER, ENCODER_FOLDER, shipped_weights_dir, toy_foundation_paths
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(encoder_steps=2, base_steps=2, identities=16, views=2, pool_size=16, val_size=8, queries=1,
@@ -120,6 +121,13 @@ def test_missing_or_incomplete_folder_says_how_to_recreate(tmp_path):
         toy_foundation_paths(tmp_path)
     with pytest.raises(TypeError, match="`folder` must be None or a folder path"):
         toy_foundation_paths(42)
+
+
+def test_pretrain_still_exports_the_shipped_names():
+    import anydoor.pretrain, anydoor.shipped       # the names moved to anydoor.shipped; old imports keep working
+    for name in ("BASE_FOLDER", "ENCODER_FOLDER", "BASE_FILES", "ENCODER_FILES", "RECREATE_COMMAND",
+                 "shipped_weights_dir", "toy_foundation_paths"):
+        assert getattr(anydoor.pretrain, name) is getattr(anydoor.shipped, name), name
 
 
 @pytest.mark.parametrize("argv, message", [

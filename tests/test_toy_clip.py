@@ -9,7 +9,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from anydoor.config import compose
 from anydoor.id_extractor import IDExtractor, load_vision_encoder
 from anydoor.model import AnyDoor
-from anydoor.pretrain import shipped_weights_dir
+from anydoor.shipped import shipped_weights_dir
 from anydoor.toy_clip import FOLDER, LOG_FILE, ToyClipConfig, caption_text, encode_caption, VOCAB
 from anydoor.data import make_identity
 from anydoor.train import train

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, ModelMixin, ConfigMixin, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils.torch_utils import randn_tensor
+from fastcore.basics import patch
 
 from .core import check_tensor
 from .collage import COLLAGES
@@ -113,8 +114,6 @@ def load_codec(name_or_path, subfolder: str = "vae", **kwargs):
 ANYDOOR_CONFIG = "anydoor.json"
 
 # %% ../nbs/07_model.ipynb #ad84c7f6
-BATCH_KEYS = ("reference", "hint", "target", "data_kind")
-
 class AnyDoor(nn.Module):
     "AnyDoor: codec, UNet, detail extractor, ID extractor and noise scheduler (paper Fig. 2, SPEC §2-7)."
     def __init__(self,
@@ -197,370 +196,213 @@ class AnyDoor(nn.Module):
     @property
     def dtype(self) -> torch.dtype: return self.unet.dtype
 
-    # -- codec -------------------------------------------------------------------------------
-    def encode(self, images: torch.Tensor,          # (B, 3, S, S) in [-1, 1]
-               generator: torch.Generator | None = None, # for the VAE's posterior sample
-              ) -> torch.Tensor:                    # (B, C, S/f, S/f) scaled latents
-        "Images to scaled latents (a posterior sample for a VAE, as LDM's training does)."
-        check_tensor(images, "images", ndim=4, channels=3, value_range=(-1, 1))
-        images = images.to(self.codec.dtype)
-        z = self.codec.encode(images) if isinstance(self.codec, PixelCodec) \
-            else self.codec.encode(images).latent_dist.sample(generator)
-        return z * self.codec.config.scaling_factor
+# %% ../nbs/07_model.ipynb #72263188
+@patch(cls_method=True)
+def from_components(cls: AnyDoor,
+                    codec, unet: UNet2DConditionModel, id_extractor: IDExtractor, noise_scheduler,
+                    image_size: int,                    # S
+                    detail_enabled: bool = True,        # build a detail extractor from the UNet
+                    sees_latent: bool = False,
+                    hint_embedding_channels: tuple | None = None,
+                    seed: int | None = 0,               # seeds the detail extractor's fresh layers
+                    detach_encoder_context: bool = True,
+                    hint_concat: bool = False,
+                    timestep_mode: str = "adaptive",
+                    uniform_prob: float = 0.3,
+                    collage: str = "hifreq",           # the hint's box content it is (to be) trained on
+                   ) -> "AnyDoor":
+    "AnyDoor from a codec, a (pretrained) UNet, an ID extractor and a scheduler: the detail extractor is built here."
+    for name, v in dict(detail_enabled=detail_enabled, sees_latent=sees_latent, hint_concat=hint_concat,
+                        detach_encoder_context=detach_encoder_context).items():
+        if not isinstance(v, bool): raise TypeError(f"`{name}` must be a bool, got {type(v).__name__}")
+    if hint_concat: unet = widen_conv_in(unet, 4)
+    detail = None
+    if detail_enabled:
+        widths = hint_embedding_channels or default_hint_embedding_channels(codec_downsample_factor(codec))
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None: torch.manual_seed(seed)
+            detail = DetailExtractor.from_unet(unet, hint_channels=4, conditioning_embedding_out_channels=tuple(widths),
+                                               sees_latent=sees_latent)
+    settings = AnyDoorSettings(image_size=image_size, detach_encoder_context=detach_encoder_context,
+                               hint_concat=hint_concat, timestep_mode=timestep_mode, uniform_prob=uniform_prob,
+                               collage=collage)
+    return cls(codec, unet, detail, id_extractor, noise_scheduler, settings)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S), about [-1, 1] (not clamped)
-        "Scaled latents back to images."
-        check_tensor(latents, "latents", ndim=4, channels=self.latent_channels)
-        z = latents.to(self.codec.dtype) / self.codec.config.scaling_factor
-        return z if isinstance(self.codec, PixelCodec) else self.codec.decode(z).sample
-
-    # -- one network evaluation --------------------------------------------------------------
-    def hint_to_latent_size(self, hint: torch.Tensor) -> torch.Tensor:
-        "The hint resized to the latent grid (area average), for `hint_concat`."
-        f = self.downsample_factor
-        return hint if f == 1 else F.avg_pool2d(hint, f)
-
-    def predict_noise(self,
-                      x_t: torch.Tensor,             # (B, C, h, w) noisy latents
-                      t,                             # int or (B,) timesteps
-                      id_tokens: torch.Tensor,       # (B, T, D) from `id_extractor` (or its uncond_tokens)
-                      hint: torch.Tensor,            # (B, 4, S, S) collage + mask in [-1, 1] (range checked by the caller)
-                      control_scale: float = 1.0,    # detail strength (SPEC §9: 1.0; 0 skips the branch)
-                      residuals: tuple | None = None, # (down, mid) of `detail_residuals`, computed ahead (released branch)
-                     ) -> torch.Tensor:              # (B, C, h, w) the UNet's prediction (ε for ε-prediction)
-        "One evaluation of the conditioned UNet: what a sampler calls at every step."
-        check_tensor(x_t, "x_t", ndim=4, channels=self.latent_channels)
-        check_tensor(hint, "hint", ndim=4, channels=4)
-        if tuple(hint.shape[-2:]) != tuple(s * self.downsample_factor for s in x_t.shape[-2:]):
-            raise ValueError(f"`hint` must be {self.downsample_factor}x the size of `x_t` {tuple(x_t.shape[-2:])}, "
-                             f"got {tuple(hint.shape[-2:])}")
-        if isinstance(control_scale, bool) or not isinstance(control_scale, (int, float)):
-            raise TypeError(f"`control_scale` must be a number, got {type(control_scale).__name__}")
-        hint = hint.to(x_t.dtype)   # not self.dtype: diffusers scans every parameter for it, each step
-        x_in = torch.cat([x_t, self.hint_to_latent_size(hint)], 1) if self.settings.hint_concat else x_t
-        down = mid = None
-        if residuals is not None: down, mid = residuals
-        elif self.detail is not None and control_scale != 0:
-            down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale),
-                                    check_hint_range=False)
-        return injected_unet_forward(self.unet, x_in, t, id_tokens, down, mid,
-                                     detach_encoder_context=self.settings.detach_encoder_context)
-
-    def eps_from_prediction(self,
-                            pred: torch.Tensor,      # (B, C, h, w) what `predict_noise` returned
-                            x_t: torch.Tensor,       # (B, C, h, w) the latents it was given
-                            t,                       # int or (B,) their timesteps
-                           ) -> torch.Tensor:        # (B, C, h, w) ε̂
-        "The noise estimate ε̂ from the UNet's output, whatever it predicts: ε itself, or v = √ᾱ·ε − √(1−ᾱ)·x₀."
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon": return pred
-        if kind != "v_prediction":
-            raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
-        t = torch.as_tensor(t, device=x_t.device).long().reshape(-1)
-        abar = self.noise_scheduler.alphas_cumprod.to(x_t.device)[t].float().reshape(-1, 1, 1, 1)
-        return (abar.sqrt() * pred.float() + (1 - abar).sqrt() * x_t.float()).to(pred.dtype)   # √ᾱ·v + √(1−ᾱ)·x_t = ε
-
-    def with_prediction_type(self, kind: str) -> "AnyDoor":
-        "Train and sample the UNet as a `kind` (epsilon | v_prediction) predictor on the same noise schedule (in place)."
-        if kind not in PREDICTION_TYPES:
-            raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {kind!r}")
-        ns = self.noise_scheduler
-        if ns.config.prediction_type != kind: self.noise_scheduler = type(ns).from_config(ns.config, prediction_type=kind)
-        return self
-
-    def detail_residuals(self,
-                         timesteps,                    # (K,) the sampler's timesteps
-                         id_tokens: torch.Tensor,      # (B, T, D)
-                         hint: torch.Tensor,           # (B, 4, S, S)
-                         control_scale: float = 1.0,
-                         max_batch: int = 64,          # samples per detail forward (memory bound)
-                        ) -> list | None:              # K x (down, mid), each (B, ...); None when they cannot be precomputed
-        "The released detail branch never sees x_t: its residuals for every timestep, in a few large batched forwards."
-        if self.detail is None or control_scale == 0 or self.detail.config.sees_latent: return None
-        ts = torch.as_tensor(timesteps).flatten().to(hint.device)
-        K, B = len(ts), hint.shape[0]
-        h = self.latent_size
-        C_in = self.detail.config.in_channels
-        per = max(1, int(max_batch) // B)                 # timesteps per forward
-        out = []
-        for k0 in range(0, K, per):
-            tk = ts[k0:k0 + per]; n = len(tk)
-            blank = torch.zeros(n * B, C_in, h, h, device=hint.device, dtype=id_tokens.dtype)   # x_t: unused (sees_latent off)
-            down, mid = self.detail(blank, tk.repeat_interleave(B), id_tokens.repeat(n, 1, 1), hint.to(id_tokens.dtype).repeat(n, 1, 1, 1),
-                                    conditioning_scale=float(control_scale), check_hint_range=False)
-            for j in range(n):
-                sl = slice(j * B, (j + 1) * B)
-                out.append((tuple(d[sl] for d in down), mid[sl]))
-        return out
-
-    # -- training ------------------------------------------------------------------------------
-    def sample_timesteps(self, data_kind: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        "Training timesteps `(B,)` for these data kinds, by the model's timestep mode (SPEC §7)."
-        return sample_timesteps(data_kind, self.num_train_timesteps, mode=self.settings.timestep_mode,
-                                uniform_prob=self.settings.uniform_prob, generator=generator)
-
-    def check_batch(self, batch) -> dict:
-        "Validate a training batch (keys, ranks, channels, sizes, ranges, batch sizes); return it as a dict."
-        if not isinstance(batch, Mapping):
-            raise TypeError(f"`batch` must be a dict with keys {BATCH_KEYS}, got {type(batch).__name__}")
-        missing = [k for k in BATCH_KEYS if k not in batch]
-        if missing:
-            raise ValueError(f"`batch` is missing {missing}; it needs {BATCH_KEYS} (optional: timesteps, noise, loss_weight)")
-        S, R = self.image_size, self.reference_size
-        specs = dict(reference=(3, R, (0, 1)), hint=(4, S, (-1, 1)), target=(3, S, (-1, 1)))
-        for k, (ch, size, rng) in specs.items():
-            x = check_tensor(batch[k], f"batch['{k}']", ndim=4, channels=ch, value_range=rng)
-            if tuple(x.shape[-2:]) != (size, size):
-                raise ValueError(f"`batch['{k}']` must be {size}x{size}, got {tuple(x.shape[-2:])}")
-        B = batch["reference"].shape[0]
-        kind = batch["data_kind"]
-        if not isinstance(kind, torch.Tensor) or kind.is_floating_point() or kind.dtype == torch.bool:
-            raise TypeError(f"`batch['data_kind']` must be an integer tensor, got "
-                            f"{kind.dtype if isinstance(kind, torch.Tensor) else type(kind).__name__}")
-        if kind.ndim != 1:
-            raise ValueError(f"`batch['data_kind']` must have shape (B,), got {tuple(kind.shape)}")
-        if kind.numel() and not torch.isin(kind.cpu(), torch.tensor(sorted(DATA_KINDS))).all():
-            raise ValueError(f"`batch['data_kind']` values must be in {sorted(DATA_KINDS)}, got {sorted(set(kind.tolist()))}")
-        sizes = {k: batch[k].shape[0] for k in BATCH_KEYS}
-        if len(set(sizes.values())) != 1:
-            raise ValueError(f"`batch` entries must share the batch size, got {sizes}")
-        if batch.get("timesteps") is not None:
-            t = batch["timesteps"]
-            if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
-                raise TypeError(f"`batch['timesteps']` must be an integer tensor, got "
-                                f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
-            if tuple(t.shape) != (B,) or (t.numel() and (t.min() < 0 or t.max() >= self.num_train_timesteps)):
-                raise ValueError(f"`batch['timesteps']` must have shape ({B},) with values in "
-                                 f"[0, {self.num_train_timesteps}), got shape {tuple(t.shape)}")
-        shape = (B, self.latent_channels, self.latent_size, self.latent_size)
-        if batch.get("noise") is not None:
-            n = check_tensor(batch["noise"], "batch['noise']", ndim=4)
-            if tuple(n.shape) != shape:
-                raise ValueError(f"`batch['noise']` must have the latents' shape {shape}, got {tuple(n.shape)}")
-        if batch.get("loss_weight") is not None:
-            w = check_tensor(batch["loss_weight"], "batch['loss_weight']", ndim=4, channels=1)
-            if tuple(w.shape) != (B, 1, S, S) or (w.numel() and w.min() < 0):
-                raise ValueError(f"`batch['loss_weight']` must be ({B}, 1, {S}, {S}) and non-negative, got "
-                                 f"shape {tuple(w.shape)}")
-        return dict(batch)
-
-    def loss(self,
-             batch: dict,                  # reference (B,3,R,R) [0,1], hint (B,4,S,S) [-1,1], target (B,3,S,S) [-1,1], data_kind (B,)
-             reduction: str = "mean",      # "mean" -> scalar, "none" -> (B,) per sample
-             generator: torch.Generator | None = None, # draws timesteps, noise and the VAE posterior sample
-            ) -> torch.Tensor:
-        "The training loss of SPEC §6: ε-MSE over the whole crop, timesteps per data kind (SPEC §7)."
-        if reduction not in ("mean", "none"):
-            raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}")
-        b = self.check_batch(batch)
-        dev, dtype = self.device, self.dtype
-        target = b["target"].to(dev)
-        with torch.no_grad():
-            z0 = self.encode(target, generator=generator).to(dtype)                 # (B, C, h, w)
-        t = b.get("timesteps")
-        t = self.sample_timesteps(b["data_kind"], generator=generator) if t is None else t
-        t = t.to(dev).long()                                                        # (B,)
-        noise = b.get("noise")
-        noise = randn_tensor(z0.shape, generator=generator, device=dev, dtype=dtype) if noise is None \
-            else noise.to(dev, dtype)                                               # (B, C, h, w)
-        x_t = self.noise_scheduler.add_noise(z0, noise, t)                          # (B, C, h, w)
-        id_tokens = self.id_extractor(b["reference"].to(dev))                      # (B, T, D)
-        pred = self.predict_noise(x_t, t, id_tokens, b["hint"].to(dev))            # (B, C, h, w)
-        kind = self.noise_scheduler.config.prediction_type
-        if kind == "epsilon": goal = noise
-        elif kind == "v_prediction": goal = self.noise_scheduler.get_velocity(z0, noise, t)
-        elif kind == "sample": goal = z0
-        else: raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
-        err = (pred.float() - goal.float()) ** 2                                    # (B, C, h, w)
-        if b.get("loss_weight") is not None:
-            w = b["loss_weight"].to(dev).float()
-            w = w if self.downsample_factor == 1 else F.avg_pool2d(w, self.downsample_factor)
-            per_sample = (err * w).mean(dim=(1, 2, 3)) / w.mean(dim=(1, 2, 3)).clamp_min(1e-8)
+@patch(cls_method=True)
+def tiny(cls: AnyDoor,
+         seed: int = 0,                       # seeds every random weight (the global RNG is left untouched)
+         image_size: int = 32,                # S
+         reference_size: int = 32,            # R
+         block_out_channels: tuple = (32, 64, 64), # UNet widths
+         layers_per_block: int = 1,
+         attention_levels: tuple | None = None, # per UNet level (default: all but the first)
+         attention_heads: int = 4,
+         context_dim: int = 64,               # width of the ID tokens
+         encoder_hidden_size: int = 64,       # DINOv2-style encoder
+         encoder_layers: int = 4,
+         encoder_heads: int = 4,
+         patch_size: int | None = None,       # None: tiny_patch_size(reference_size) (4 at R = 32, 8 at 64)
+         codec: str = "pixel",                # "pixel" (PixelCodec) or "vae" (tiny random AutoencoderKL)
+         hint_embedding_channels: tuple | None = None, # default: the released widths cut to the codec factor
+         token_mode: str = "all",             # switches, see the table above
+         detail_enabled: bool = True,
+         sees_latent: bool = False,
+         detach_encoder_context: bool = True,
+         hint_concat: bool = False,
+         timestep_mode: str = "adaptive",
+         uniform_prob: float = 0.3,
+         collage: str = "hifreq",
+         num_train_timesteps: int = 1000,
+         prediction_type: str = "epsilon",
+        ) -> "AnyDoor":
+    "A random, CPU-sized AnyDoor (builds in well under a second)."
+    if codec not in ("pixel", "vae"):
+        raise ValueError(f"`codec` must be 'pixel' or 'vae', got {codec!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if codec == "pixel":
+            cod = PixelCodec(channels=3)
         else:
-            per_sample = err.mean(dim=(1, 2, 3))                                    # (B,)
-        return per_sample.mean() if reduction == "mean" else per_sample
+            cod = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
+                                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                layers_per_block=1, norm_num_groups=32, sample_size=image_size)
+        f, C = codec_downsample_factor(cod), codec_latent_channels(cod)
+        unet = tiny_unet(seed=seed, sample_size=image_size // f, in_channels=C, out_channels=C,
+                         block_out_channels=block_out_channels, layers_per_block=layers_per_block,
+                         cross_attention_dim=context_dim, attention_levels=attention_levels,
+                         attention_heads=attention_heads)
+    id_extractor = IDExtractor.tiny(seed=seed + 1, hidden_size=encoder_hidden_size, num_hidden_layers=encoder_layers,
+                           num_attention_heads=encoder_heads, patch_size=patch_size, reference_size=reference_size,
+                           context_dim=context_dim, token_mode=token_mode)
+    return cls.from_components(cod, unet, id_extractor, sd21_scheduler(num_train_timesteps, prediction_type),
+                               image_size=image_size, detail_enabled=detail_enabled, sees_latent=sees_latent,
+                               hint_embedding_channels=hint_embedding_channels, seed=seed + 2,
+                               detach_encoder_context=detach_encoder_context, hint_concat=hint_concat,
+                               timestep_mode=timestep_mode, uniform_prob=uniform_prob, collage=collage)
 
-    def named_trainable_parameters(self):
-        "(name, parameter) pairs of what SPEC §6 trains (names as in `named_parameters`)."
-        for n, p in self.named_parameters():
-            if n in self._trainable_names: yield n, p
+# %% ../nbs/07_model.ipynb #5fcf5578
+@patch
+def encode(self: AnyDoor, images: torch.Tensor,          # (B, 3, S, S) in [-1, 1]
+           generator: torch.Generator | None = None, # for the VAE's posterior sample
+          ) -> torch.Tensor:                    # (B, C, S/f, S/f) scaled latents
+    "Images to scaled latents (a posterior sample for a VAE, as LDM's training does)."
+    check_tensor(images, "images", ndim=4, channels=3, value_range=(-1, 1))
+    images = images.to(self.codec.dtype)
+    z = self.codec.encode(images) if isinstance(self.codec, PixelCodec) \
+        else self.codec.encode(images).latent_dist.sample(generator)
+    return z * self.codec.config.scaling_factor
 
-    def trainable_parameters(self):
-        "The parameters SPEC §6 trains: detail extractor, UNet decoder, ID projector (+ conv_in if hint_concat)."
-        for _, p in self.named_trainable_parameters(): yield p
+@patch
+def decode(self: AnyDoor, latents: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S), about [-1, 1] (not clamped)
+    "Scaled latents back to images."
+    check_tensor(latents, "latents", ndim=4, channels=self.latent_channels)
+    z = latents.to(self.codec.dtype) / self.codec.config.scaling_factor
+    return z if isinstance(self.codec, PixelCodec) else self.codec.decode(z).sample
 
-    def enable_gradient_checkpointing(self):
-        "Recompute the UNet's and the detail extractor's activations in the backward pass to save memory."
-        self.unet.enable_gradient_checkpointing()
-        if self.detail is not None: self.detail.enable_gradient_checkpointing()
-        return self
+# %% ../nbs/07_model.ipynb #1fed6d7d
+@patch
+def hint_to_latent_size(self: AnyDoor, hint: torch.Tensor) -> torch.Tensor:
+    "The hint resized to the latent grid (area average), for `hint_concat`."
+    f = self.downsample_factor
+    return hint if f == 1 else F.avg_pool2d(hint, f)
 
-    # -- presets and loading ----------------------------------------------------------------
-    @classmethod
-    def tiny(cls,
-             seed: int = 0,                       # seeds every random weight (the global RNG is left untouched)
-             image_size: int = 32,                # S
-             reference_size: int = 32,            # R
-             block_out_channels: tuple = (32, 64, 64), # UNet widths
-             layers_per_block: int = 1,
-             attention_levels: tuple | None = None, # per UNet level (default: all but the first)
-             attention_heads: int = 4,
-             context_dim: int = 64,               # width of the ID tokens
-             encoder_hidden_size: int = 64,       # DINOv2-style encoder
-             encoder_layers: int = 4,
-             encoder_heads: int = 4,
-             patch_size: int | None = None,       # None: tiny_patch_size(reference_size) (4 at R = 32, 8 at 64)
-             codec: str = "pixel",                # "pixel" (PixelCodec) or "vae" (tiny random AutoencoderKL)
-             hint_embedding_channels: tuple | None = None, # default: the released widths cut to the codec factor
-             token_mode: str = "all",             # switches, see the table above
-             detail_enabled: bool = True,
-             sees_latent: bool = False,
-             detach_encoder_context: bool = True,
-             hint_concat: bool = False,
-             timestep_mode: str = "adaptive",
-             uniform_prob: float = 0.3,
-             collage: str = "hifreq",
-             num_train_timesteps: int = 1000,
-             prediction_type: str = "epsilon",
-            ) -> "AnyDoor":
-        "A random, CPU-sized AnyDoor (builds in well under a second)."
-        if codec not in ("pixel", "vae"):
-            raise ValueError(f"`codec` must be 'pixel' or 'vae', got {codec!r}")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if codec == "pixel":
-                cod = PixelCodec(channels=3)
-            else:
-                cod = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
-                                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                                    layers_per_block=1, norm_num_groups=32, sample_size=image_size)
-            f, C = codec_downsample_factor(cod), codec_latent_channels(cod)
-            unet = tiny_unet(seed=seed, sample_size=image_size // f, in_channels=C, out_channels=C,
-                             block_out_channels=block_out_channels, layers_per_block=layers_per_block,
-                             cross_attention_dim=context_dim, attention_levels=attention_levels,
-                             attention_heads=attention_heads)
-        id_extractor = IDExtractor.tiny(seed=seed + 1, hidden_size=encoder_hidden_size, num_hidden_layers=encoder_layers,
-                               num_attention_heads=encoder_heads, patch_size=patch_size, reference_size=reference_size,
-                               context_dim=context_dim, token_mode=token_mode)
-        return cls.from_components(cod, unet, id_extractor, sd21_scheduler(num_train_timesteps, prediction_type),
-                                   image_size=image_size, detail_enabled=detail_enabled, sees_latent=sees_latent,
-                                   hint_embedding_channels=hint_embedding_channels, seed=seed + 2,
-                                   detach_encoder_context=detach_encoder_context, hint_concat=hint_concat,
-                                   timestep_mode=timestep_mode, uniform_prob=uniform_prob, collage=collage)
+@patch
+def predict_noise(self: AnyDoor,
+                  x_t: torch.Tensor,             # (B, C, h, w) noisy latents
+                  t,                             # int or (B,) timesteps
+                  id_tokens: torch.Tensor,       # (B, T, D) from `id_extractor` (or its uncond_tokens)
+                  hint: torch.Tensor,            # (B, 4, S, S) collage + mask in [-1, 1] (range checked by the caller)
+                  control_scale: float = 1.0,    # detail strength (SPEC §9: 1.0; 0 skips the branch)
+                  residuals: tuple | None = None, # (down, mid) of `detail_residuals`, computed ahead (released branch)
+                 ) -> torch.Tensor:              # (B, C, h, w) the UNet's prediction (ε for ε-prediction)
+    "One evaluation of the conditioned UNet: what a sampler calls at every step."
+    check_tensor(x_t, "x_t", ndim=4, channels=self.latent_channels)
+    check_tensor(hint, "hint", ndim=4, channels=4)
+    if tuple(hint.shape[-2:]) != tuple(s * self.downsample_factor for s in x_t.shape[-2:]):
+        raise ValueError(f"`hint` must be {self.downsample_factor}x the size of `x_t` {tuple(x_t.shape[-2:])}, "
+                         f"got {tuple(hint.shape[-2:])}")
+    if isinstance(control_scale, bool) or not isinstance(control_scale, (int, float)):
+        raise TypeError(f"`control_scale` must be a number, got {type(control_scale).__name__}")
+    hint = hint.to(x_t.dtype)   # not self.dtype: diffusers scans every parameter for it, each step
+    x_in = torch.cat([x_t, self.hint_to_latent_size(hint)], 1) if self.settings.hint_concat else x_t
+    down = mid = None
+    if residuals is not None: down, mid = residuals
+    elif self.detail is not None and control_scale != 0:
+        down, mid = self.detail(x_in, t, id_tokens, hint, conditioning_scale=float(control_scale),
+                                check_hint_range=False)
+    return injected_unet_forward(self.unet, x_in, t, id_tokens, down, mid,
+                                 detach_encoder_context=self.settings.detach_encoder_context)
 
-    @classmethod
-    def from_components(cls,
-                        codec, unet: UNet2DConditionModel, id_extractor: IDExtractor, noise_scheduler,
-                        image_size: int,                    # S
-                        detail_enabled: bool = True,        # build a detail extractor from the UNet
-                        sees_latent: bool = False,
-                        hint_embedding_channels: tuple | None = None,
-                        seed: int | None = 0,               # seeds the detail extractor's fresh layers
-                        detach_encoder_context: bool = True,
-                        hint_concat: bool = False,
-                        timestep_mode: str = "adaptive",
-                        uniform_prob: float = 0.3,
-                        collage: str = "hifreq",           # the hint's box content it is (to be) trained on
-                       ) -> "AnyDoor":
-        "AnyDoor from a codec, a (pretrained) UNet, an ID extractor and a scheduler: the detail extractor is built here."
-        for name, v in dict(detail_enabled=detail_enabled, sees_latent=sees_latent, hint_concat=hint_concat,
-                            detach_encoder_context=detach_encoder_context).items():
-            if not isinstance(v, bool): raise TypeError(f"`{name}` must be a bool, got {type(v).__name__}")
-        if hint_concat: unet = widen_conv_in(unet, 4)
-        detail = None
-        if detail_enabled:
-            widths = hint_embedding_channels or default_hint_embedding_channels(codec_downsample_factor(codec))
-            with torch.random.fork_rng(devices=[], enabled=seed is not None):
-                if seed is not None: torch.manual_seed(seed)
-                detail = DetailExtractor.from_unet(unet, hint_channels=4, conditioning_embedding_out_channels=tuple(widths),
-                                                   sees_latent=sees_latent)
-        settings = AnyDoorSettings(image_size=image_size, detach_encoder_context=detach_encoder_context,
-                                   hint_concat=hint_concat, timestep_mode=timestep_mode, uniform_prob=uniform_prob,
-                                   collage=collage)
-        return cls(codec, unet, detail, id_extractor, noise_scheduler, settings)
+# %% ../nbs/07_model.ipynb #cf0d5407
+@patch
+def detail_residuals(self: AnyDoor,
+                     timesteps,                    # (K,) the sampler's timesteps
+                     id_tokens: torch.Tensor,      # (B, T, D)
+                     hint: torch.Tensor,           # (B, 4, S, S)
+                     control_scale: float = 1.0,
+                     max_batch: int = 64,          # samples per detail forward (memory bound)
+                    ) -> list | None:              # K x (down, mid), each (B, ...); None when they cannot be precomputed
+    "The released detail branch never sees x_t: its residuals for every timestep, in a few large batched forwards."
+    if self.detail is None or control_scale == 0 or self.detail.config.sees_latent: return None
+    ts = torch.as_tensor(timesteps).flatten().to(hint.device)
+    K, B = len(ts), hint.shape[0]
+    h = self.latent_size
+    C_in = self.detail.config.in_channels
+    per = max(1, int(max_batch) // B)                 # timesteps per forward
+    out = []
+    for k0 in range(0, K, per):
+        tk = ts[k0:k0 + per]; n = len(tk)
+        blank = torch.zeros(n * B, C_in, h, h, device=hint.device, dtype=id_tokens.dtype)   # x_t: unused (sees_latent off)
+        down, mid = self.detail(blank, tk.repeat_interleave(B), id_tokens.repeat(n, 1, 1), hint.to(id_tokens.dtype).repeat(n, 1, 1, 1),
+                                conditioning_scale=float(control_scale), check_hint_range=False)
+        for j in range(n):
+            sl = slice(j * B, (j + 1) * B)
+            out.append((tuple(d[sl] for d in down), mid[sl]))
+    return out
 
-    @classmethod
-    def sd21_architecture(cls,
-                          device="meta",                 # "meta": shapes only; "cuda": random weights for measurements
-                          dtype: torch.dtype = torch.float32,
-                          seed: int = 0,
-                          **switches,                    # as for `from_components`
-                         ) -> "AnyDoor":
-        "Random weights in the real architectures (SD 2.1-base + DINOv2-giant): for counting and measuring, not generating."
-        with torch.random.fork_rng(devices=[]), torch.device(device):
-            torch.manual_seed(seed)
-            codec = AutoencoderKL(**SD_VAE_CONFIG)
-            unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
-            id_extractor = IDExtractor(encoder_config=DINOV2_GIANT_CONFIG, context_dim=1024, reference_size=224)
-            model = cls.from_components(codec, unet, id_extractor, sd21_scheduler(), image_size=512, **switches)
-        return model if dtype == torch.float32 else model.to(dtype)
+# %% ../nbs/07_model.ipynb #4de24477
+@patch
+def eps_from_prediction(self: AnyDoor,
+                        pred: torch.Tensor,      # (B, C, h, w) what `predict_noise` returned
+                        x_t: torch.Tensor,       # (B, C, h, w) the latents it was given
+                        t,                       # int or (B,) their timesteps
+                       ) -> torch.Tensor:        # (B, C, h, w) ε̂
+    "The noise estimate ε̂ from the UNet's output, whatever it predicts: ε itself, or v = √ᾱ·ε − √(1−ᾱ)·x₀."
+    kind = self.noise_scheduler.config.prediction_type
+    if kind == "epsilon": return pred
+    if kind != "v_prediction":
+        raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
+    t = torch.as_tensor(t, device=x_t.device).long().reshape(-1)
+    abar = self.noise_scheduler.alphas_cumprod.to(x_t.device)[t].float().reshape(-1, 1, 1, 1)
+    return (abar.sqrt() * pred.float() + (1 - abar).sqrt() * x_t.float()).to(pred.dtype)   # √ᾱ·v + √(1−ᾱ)·x_t = ε
 
-    @classmethod
-    def from_foundation(cls,
-                        base: str,                      # SD-layout hub id or folder: vae/, unet/, scheduler/
-                        encoder: str,                   # the ID encoder: DINOv2 (paper) or any vision backbone, hub id or folder
-                        image_size: int = 512,          # S
-                        reference_size: int = 224,      # R
-                        token_mode: str = "all",
-                        encoder_subfolder: str | None = None,
-                        seed: int = 0,                  # seeds the fresh layers (projector, hint embedding)
-                        **switches,                     # detail_enabled, sees_latent, detach_encoder_context, hint_concat, ...
-                       ) -> "AnyDoor":
-        "AnyDoor on pretrained foundation models (a Stable Diffusion folder/id and a vision encoder's folder/id)."
-        how = "AnyDoor.sd21(sd='/models/...', dinov2='/models/...') or the config's `model.sd` / `id.encoder` entries"
-        codec = load_codec(base)
-        unet = load_or_explain(UNet2DConditionModel.from_pretrained, base, subfolder="unet", what="UNet", how=how)
-        scheduler = load_or_explain(DDPMScheduler.from_pretrained, base, subfolder="scheduler", what="noise scheduler", how=how)
-        id_extractor = IDExtractor.from_encoder(encoder, context_dim=unet.config.cross_attention_dim, token_mode=token_mode,
-                                       reference_size=reference_size, subfolder=encoder_subfolder, seed=seed)
-        return cls.from_components(codec, unet, id_extractor, scheduler, image_size=image_size, seed=seed, **switches)
+@patch
+def with_prediction_type(self: AnyDoor, kind: str) -> "AnyDoor":
+    "Train and sample the UNet as a `kind` (epsilon | v_prediction) predictor on the same noise schedule (in place)."
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {kind!r}")
+    ns = self.noise_scheduler
+    if ns.config.prediction_type != kind: self.noise_scheduler = type(ns).from_config(ns.config, prediction_type=kind)
+    return self
 
-    @classmethod
-    def sd21(cls,
-             sd: str = "stabilityai/stable-diffusion-2-1-base", # hub id or local folder (vae/, unet/, scheduler/)
-             dinov2: str = "facebook/dinov2-giant",            # hub id or local folder
-             image_size: int = 512,
-             reference_size: int = 224,
-             **kwargs,                                         # token_mode and the switches
-            ) -> "AnyDoor":
-        "The real preset: SD 2.1-base + DINOv2-giant (SPEC §2, §6), by hub id or local folder."
-        model = cls.from_foundation(sd, dinov2, image_size=image_size, reference_size=reference_size, **kwargs)
-        pt = model.noise_scheduler.config.prediction_type
-        if pt != "epsilon":
-            raise ValueError(f"`sd` {sd!r} has prediction_type {pt!r}; AnyDoor fine-tunes the ε-prediction "
-                             f"SD 2.1-base (the 768 px v-prediction SD 2.1 gives noise): use stabilityai/stable-diffusion-2-1-base")
-        return model
+# %% ../nbs/07_model.ipynb #450ff8e3
+@patch
+def named_trainable_parameters(self: AnyDoor):
+    "(name, parameter) pairs of what SPEC §6 trains (names as in `named_parameters`)."
+    for n, p in self.named_parameters():
+        if n in self._trainable_names: yield n, p
 
-    def save_pretrained(self, save_directory, **kwargs):
-        "Write every component (diffusers format) and `anydoor.json` into `save_directory`."
-        d = Path(save_directory); d.mkdir(parents=True, exist_ok=True)
-        self.codec.save_pretrained(d / "vae", **kwargs)
-        self.unet.save_pretrained(d / "unet", **kwargs)
-        if self.detail is not None: self.detail.save_pretrained(d / "detail", **kwargs)
-        self.id_extractor.save_pretrained(d / "id_extractor", **kwargs)
-        self.noise_scheduler.save_pretrained(d / "scheduler")
-        cfg = dict(_class_name="AnyDoor", codec=type(self.codec).__name__, detail=self.detail is not None,
-                   **asdict(self.settings))
-        (d / ANYDOOR_CONFIG).write_text(json.dumps(cfg, indent=2))
-        return d
+@patch
+def trainable_parameters(self: AnyDoor):
+    "The parameters SPEC §6 trains: detail extractor, UNet decoder, ID projector (+ conv_in if hint_concat)."
+    for _, p in self.named_trainable_parameters(): yield p
 
-    @classmethod
-    def from_pretrained(cls, path, **kwargs) -> "AnyDoor":
-        "Load an AnyDoor written by `save_pretrained` (a local folder or a hub id)."
-        if not Path(str(path)).expanduser().is_dir():
-            from huggingface_hub import snapshot_download
-            path = load_or_explain(lambda n, **kw: snapshot_download(n, **kw), path, what="AnyDoor model")
-        d = Path(path).expanduser()
-        if not (d / ANYDOOR_CONFIG).is_file():
-            raise ModelNotAvailableError(f"{str(d)!r} holds no {ANYDOOR_CONFIG}: not a folder written by AnyDoor.save_pretrained")
-        cfg = json.loads((d / ANYDOOR_CONFIG).read_text())
-        codec = (PixelCodec if cfg["codec"] == "PixelCodec" else AutoencoderKL).from_pretrained(d / "vae", **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(d / "unet", **kwargs)
-        detail = DetailExtractor.from_pretrained(d / "detail", **kwargs) if cfg["detail"] else None
-        id_extractor = IDExtractor.from_pretrained(d / "id_extractor", **kwargs)
-        scheduler = DDPMScheduler.from_pretrained(d / "scheduler")
-        settings = AnyDoorSettings(**{f.name: cfg[f.name] for f in fields(AnyDoorSettings) if f.name in cfg})
-        return cls(codec, unet, detail, id_extractor, scheduler, settings)
+@patch
+def enable_gradient_checkpointing(self: AnyDoor):
+    "Recompute the UNet's and the detail extractor's activations in the backward pass to save memory."
+    self.unet.enable_gradient_checkpointing()
+    if self.detail is not None: self.detail.enable_gradient_checkpointing()
+    return self
 
 # %% ../nbs/07_model.ipynb #cc05647d
 def spec_trainable_names(model: AnyDoor) -> set:
@@ -573,3 +415,182 @@ def spec_trainable_names(model: AnyDoor) -> set:
                                  or (model.settings.hint_concat and rest.startswith("conv_in."))): out.add(n)
         elif part == "id_extractor" and rest.startswith("projector."): out.add(n)
     return out
+
+# %% ../nbs/07_model.ipynb #0e0e77d1
+BATCH_KEYS = ("reference", "hint", "target", "data_kind")
+
+@patch
+def sample_timesteps(self: AnyDoor, data_kind: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    "Training timesteps `(B,)` for these data kinds, by the model's timestep mode (SPEC §7)."
+    return sample_timesteps(data_kind, self.num_train_timesteps, mode=self.settings.timestep_mode,
+                            uniform_prob=self.settings.uniform_prob, generator=generator)
+
+@patch
+def check_batch(self: AnyDoor, batch) -> dict:
+    "Validate a training batch (keys, ranks, channels, sizes, ranges, batch sizes); return it as a dict."
+    if not isinstance(batch, Mapping):
+        raise TypeError(f"`batch` must be a dict with keys {BATCH_KEYS}, got {type(batch).__name__}")
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise ValueError(f"`batch` is missing {missing}; it needs {BATCH_KEYS} (optional: timesteps, noise, loss_weight)")
+    S, R = self.image_size, self.reference_size
+    specs = dict(reference=(3, R, (0, 1)), hint=(4, S, (-1, 1)), target=(3, S, (-1, 1)))
+    for k, (ch, size, rng) in specs.items():
+        x = check_tensor(batch[k], f"batch['{k}']", ndim=4, channels=ch, value_range=rng)
+        if tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(f"`batch['{k}']` must be {size}x{size}, got {tuple(x.shape[-2:])}")
+    B = batch["reference"].shape[0]
+    kind = batch["data_kind"]
+    if not isinstance(kind, torch.Tensor) or kind.is_floating_point() or kind.dtype == torch.bool:
+        raise TypeError(f"`batch['data_kind']` must be an integer tensor, got "
+                        f"{kind.dtype if isinstance(kind, torch.Tensor) else type(kind).__name__}")
+    if kind.ndim != 1:
+        raise ValueError(f"`batch['data_kind']` must have shape (B,), got {tuple(kind.shape)}")
+    if kind.numel() and not torch.isin(kind.cpu(), torch.tensor(sorted(DATA_KINDS))).all():
+        raise ValueError(f"`batch['data_kind']` values must be in {sorted(DATA_KINDS)}, got {sorted(set(kind.tolist()))}")
+    sizes = {k: batch[k].shape[0] for k in BATCH_KEYS}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"`batch` entries must share the batch size, got {sizes}")
+    if batch.get("timesteps") is not None:
+        t = batch["timesteps"]
+        if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
+            raise TypeError(f"`batch['timesteps']` must be an integer tensor, got "
+                            f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
+        if tuple(t.shape) != (B,) or (t.numel() and (t.min() < 0 or t.max() >= self.num_train_timesteps)):
+            raise ValueError(f"`batch['timesteps']` must have shape ({B},) with values in "
+                             f"[0, {self.num_train_timesteps}), got shape {tuple(t.shape)}")
+    shape = (B, self.latent_channels, self.latent_size, self.latent_size)
+    if batch.get("noise") is not None:
+        n = check_tensor(batch["noise"], "batch['noise']", ndim=4)
+        if tuple(n.shape) != shape:
+            raise ValueError(f"`batch['noise']` must have the latents' shape {shape}, got {tuple(n.shape)}")
+    if batch.get("loss_weight") is not None:
+        w = check_tensor(batch["loss_weight"], "batch['loss_weight']", ndim=4, channels=1)
+        if tuple(w.shape) != (B, 1, S, S) or (w.numel() and w.min() < 0):
+            raise ValueError(f"`batch['loss_weight']` must be ({B}, 1, {S}, {S}) and non-negative, got "
+                             f"shape {tuple(w.shape)}")
+    return dict(batch)
+
+# %% ../nbs/07_model.ipynb #262f814c
+@patch
+def loss(self: AnyDoor,
+         batch: dict,                  # reference (B,3,R,R) [0,1], hint (B,4,S,S) [-1,1], target (B,3,S,S) [-1,1], data_kind (B,)
+         reduction: str = "mean",      # "mean" -> scalar, "none" -> (B,) per sample
+         generator: torch.Generator | None = None, # draws timesteps, noise and the VAE posterior sample
+        ) -> torch.Tensor:
+    "The training loss of SPEC §6: ε-MSE over the whole crop, timesteps per data kind (SPEC §7)."
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}")
+    b = self.check_batch(batch)
+    dev, dtype = self.device, self.dtype
+    target = b["target"].to(dev)
+    with torch.no_grad():
+        z0 = self.encode(target, generator=generator).to(dtype)                 # (B, C, h, w)
+    t = b.get("timesteps")
+    t = self.sample_timesteps(b["data_kind"], generator=generator) if t is None else t
+    t = t.to(dev).long()                                                        # (B,)
+    noise = b.get("noise")
+    noise = randn_tensor(z0.shape, generator=generator, device=dev, dtype=dtype) if noise is None \
+        else noise.to(dev, dtype)                                               # (B, C, h, w)
+    x_t = self.noise_scheduler.add_noise(z0, noise, t)                          # (B, C, h, w)
+    id_tokens = self.id_extractor(b["reference"].to(dev))                      # (B, T, D)
+    pred = self.predict_noise(x_t, t, id_tokens, b["hint"].to(dev))            # (B, C, h, w)
+    kind = self.noise_scheduler.config.prediction_type
+    if kind == "epsilon": goal = noise
+    elif kind == "v_prediction": goal = self.noise_scheduler.get_velocity(z0, noise, t)
+    elif kind == "sample": goal = z0
+    else: raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
+    err = (pred.float() - goal.float()) ** 2                                    # (B, C, h, w)
+    if b.get("loss_weight") is not None:
+        w = b["loss_weight"].to(dev).float()
+        w = w if self.downsample_factor == 1 else F.avg_pool2d(w, self.downsample_factor)
+        per_sample = (err * w).mean(dim=(1, 2, 3)) / w.mean(dim=(1, 2, 3)).clamp_min(1e-8)
+    else:
+        per_sample = err.mean(dim=(1, 2, 3))                                    # (B,)
+    return per_sample.mean() if reduction == "mean" else per_sample
+
+# %% ../nbs/07_model.ipynb #ab32b9d9
+@patch(cls_method=True)
+def sd21_architecture(cls: AnyDoor,
+                      device="meta",                 # "meta": shapes only; "cuda": random weights for measurements
+                      dtype: torch.dtype = torch.float32,
+                      seed: int = 0,
+                      **switches,                    # as for `from_components`
+                     ) -> "AnyDoor":
+    "Random weights in the real architectures (SD 2.1-base + DINOv2-giant): for counting and measuring, not generating."
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        codec = AutoencoderKL(**SD_VAE_CONFIG)
+        unet = UNet2DConditionModel(**SD21_UNET_CONFIG)
+        id_extractor = IDExtractor(encoder_config=DINOV2_GIANT_CONFIG, context_dim=1024, reference_size=224)
+        model = cls.from_components(codec, unet, id_extractor, sd21_scheduler(), image_size=512, **switches)
+    return model if dtype == torch.float32 else model.to(dtype)
+
+@patch(cls_method=True)
+def from_foundation(cls: AnyDoor,
+                    base: str,                      # SD-layout hub id or folder: vae/, unet/, scheduler/
+                    encoder: str,                   # the ID encoder: DINOv2 (paper) or any vision backbone, hub id or folder
+                    image_size: int = 512,          # S
+                    reference_size: int = 224,      # R
+                    token_mode: str = "all",
+                    encoder_subfolder: str | None = None,
+                    seed: int = 0,                  # seeds the fresh layers (projector, hint embedding)
+                    **switches,                     # detail_enabled, sees_latent, detach_encoder_context, hint_concat, ...
+                   ) -> "AnyDoor":
+    "AnyDoor on pretrained foundation models (a Stable Diffusion folder/id and a vision encoder's folder/id)."
+    how = "AnyDoor.sd21(sd='/models/...', dinov2='/models/...') or the config's `model.sd` / `id.encoder` entries"
+    codec = load_codec(base)
+    unet = load_or_explain(UNet2DConditionModel.from_pretrained, base, subfolder="unet", what="UNet", how=how)
+    scheduler = load_or_explain(DDPMScheduler.from_pretrained, base, subfolder="scheduler", what="noise scheduler", how=how)
+    id_extractor = IDExtractor.from_encoder(encoder, context_dim=unet.config.cross_attention_dim, token_mode=token_mode,
+                                   reference_size=reference_size, subfolder=encoder_subfolder, seed=seed)
+    return cls.from_components(codec, unet, id_extractor, scheduler, image_size=image_size, seed=seed, **switches)
+
+@patch(cls_method=True)
+def sd21(cls: AnyDoor,
+         sd: str = "stabilityai/stable-diffusion-2-1-base", # hub id or local folder (vae/, unet/, scheduler/)
+         dinov2: str = "facebook/dinov2-giant",            # hub id or local folder
+         image_size: int = 512,
+         reference_size: int = 224,
+         **kwargs,                                         # token_mode and the switches
+        ) -> "AnyDoor":
+    "The real preset: SD 2.1-base + DINOv2-giant (SPEC §2, §6), by hub id or local folder."
+    model = cls.from_foundation(sd, dinov2, image_size=image_size, reference_size=reference_size, **kwargs)
+    pt = model.noise_scheduler.config.prediction_type
+    if pt != "epsilon":
+        raise ValueError(f"`sd` {sd!r} has prediction_type {pt!r}; AnyDoor fine-tunes the ε-prediction "
+                         f"SD 2.1-base (the 768 px v-prediction SD 2.1 gives noise): use stabilityai/stable-diffusion-2-1-base")
+    return model
+
+# %% ../nbs/07_model.ipynb #40de040c
+@patch
+def save_pretrained(self: AnyDoor, save_directory, **kwargs):
+    "Write every component (diffusers format) and `anydoor.json` into `save_directory`."
+    d = Path(save_directory); d.mkdir(parents=True, exist_ok=True)
+    self.codec.save_pretrained(d / "vae", **kwargs)
+    self.unet.save_pretrained(d / "unet", **kwargs)
+    if self.detail is not None: self.detail.save_pretrained(d / "detail", **kwargs)
+    self.id_extractor.save_pretrained(d / "id_extractor", **kwargs)
+    self.noise_scheduler.save_pretrained(d / "scheduler")
+    cfg = dict(_class_name="AnyDoor", codec=type(self.codec).__name__, detail=self.detail is not None,
+               **asdict(self.settings))
+    (d / ANYDOOR_CONFIG).write_text(json.dumps(cfg, indent=2))
+    return d
+
+@patch(cls_method=True)
+def from_pretrained(cls: AnyDoor, path, **kwargs) -> "AnyDoor":
+    "Load an AnyDoor written by `save_pretrained` (a local folder or a hub id)."
+    if not Path(str(path)).expanduser().is_dir():
+        from huggingface_hub import snapshot_download
+        path = load_or_explain(lambda n, **kw: snapshot_download(n, **kw), path, what="AnyDoor model")
+    d = Path(path).expanduser()
+    if not (d / ANYDOOR_CONFIG).is_file():
+        raise ModelNotAvailableError(f"{str(d)!r} holds no {ANYDOOR_CONFIG}: not a folder written by AnyDoor.save_pretrained")
+    cfg = json.loads((d / ANYDOOR_CONFIG).read_text())
+    codec = (PixelCodec if cfg["codec"] == "PixelCodec" else AutoencoderKL).from_pretrained(d / "vae", **kwargs)
+    unet = UNet2DConditionModel.from_pretrained(d / "unet", **kwargs)
+    detail = DetailExtractor.from_pretrained(d / "detail", **kwargs) if cfg["detail"] else None
+    id_extractor = IDExtractor.from_pretrained(d / "id_extractor", **kwargs)
+    scheduler = DDPMScheduler.from_pretrained(d / "scheduler")
+    settings = AnyDoorSettings(**{f.name: cfg[f.name] for f in fields(AnyDoorSettings) if f.name in cfg})
+    return cls(codec, unet, detail, id_extractor, scheduler, settings)

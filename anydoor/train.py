@@ -19,7 +19,7 @@ from .timesteps import DATA_KINDS
 # %% auto #0
 __all__ = ['RUN_CLAIM', 'ResumableSampler', 'trainable_state_dict', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint',
            'wandb_mode', 'RunLogger', 'build_model', 'build_dataset', 'training_losses', 'param_groups', 'unwrap_model',
-           'LossModule', 'claim_run_dir', 'rewind_run_dir', 'train', 'format_summary', 'objective_value', 'main']
+           'LossModule', 'claim_run_dir', 'rewind_run_dir', 'format_summary', 'train', 'objective_value', 'main']
 
 # %% ../nbs/14_train.ipynb #90cafa0d
 class ResumableSampler(torch.utils.data.Sampler):
@@ -42,6 +42,16 @@ class ResumableSampler(torch.utils.data.Sampler):
             pos += self.world
 
     def __len__(self): return sys.maxsize
+
+# %% ../nbs/14_train.ipynb #dd3217fe
+def _train_loader(dataset, cfg, step: int = 0, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    "This process's loader over `dataset`, starting where a run that has done `step` optimizer steps stands."
+    tc = cfg.trainer
+    per_step = tc.batch_size * tc.grad_accum
+    sampler = ResumableSampler(len(dataset), seed=cfg.seed, start=step * per_step, rank=rank, world=world)
+    from anydoor.data import make_loader
+    return make_loader(dataset, batch_size=tc.batch_size, num_workers=cfg.data.num_workers, sampler=sampler,
+                       generator=torch.Generator().manual_seed(cfg.seed))
 
 # %% ../nbs/14_train.ipynb #cd82b327
 def _fsync_dir(path: Path):
@@ -222,7 +232,7 @@ def _build_model(cfg):
                             seed=cfg.seed, **switches)
     if m.pretrained == "random":
         return AnyDoor.tiny(seed=cfg.seed, image_size=m.image_size, reference_size=m.reference_size, **switches)
-    from anydoor.pretrain import toy_foundation_paths
+    from anydoor.shipped import toy_foundation_paths
     base, toy_encoder = toy_foundation_paths(None if m.pretrained == "shipped" else m.pretrained)
     beside = Path(toy_encoder).parent / str(encoder)      # a bare name: a folder beside the toy foundation's (id=toy_clip)
     if encoder is not None and "/" not in str(encoder) and beside.is_dir(): encoder = str(beside)
@@ -274,20 +284,21 @@ class LossModule(torch.nn.Module):
         super().__init__(); self.model = model
     def forward(self, batch): return self.model.loss(batch, reduction="none")
 
-# %% ../nbs/14_train.ipynb #773b1f27
-def _rng_state(generator):
-    "Every random state a step depends on, as tensors and numbers only (so resume can load it with weights_only=True)."
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                                                      float(cached)],
-            "python": random.getstate(), "generator": generator.get_state()}
+# %% ../nbs/14_train.ipynb #94b0fc9d
+def _make_accelerator(tc):
+    "The `Accelerator` that `cfg.trainer` asks for (precision, gradient accumulation); on the CPU when there is no GPU."
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("`trainer.mixed_precision` 'fp16' needs a CUDA GPU (no GradScaler on the CPU): use 'bf16' or 'no' here")
+    if tc.num_threads: torch.set_num_threads(tc.num_threads)
+    # With no accelerator on the machine, say so: accelerate then runs several processes on the CPU (gloo)
+    no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
+                       cpu=no_accelerator,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
-def _set_rng_state(state, generator):
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    torch.set_rng_state(state["torch"]); random.setstate(state["python"])
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    generator.set_state(state["generator"])
-
+# %% ../nbs/14_train.ipynb #027dcb60
 def _resolve_run_dir(cfg) -> Path:
     if cfg.resume:
         ckpt = latest_checkpoint(cfg.resume)
@@ -327,151 +338,163 @@ def _last_logged_loss(run_dir: Path) -> float | None:
     losses = [r["loss"] for r in rows if "loss" in r]
     return losses[-1] if losses else None
 
-def train(cfg) -> dict:
-    "Fine-tune AnyDoor as `cfg` describes; returns the summary that is also written to summary.json."
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    if not isinstance(cfg, DictConfig): cfg = OmegaConf.structured(cfg)
-    validate_config(cfg)
+# %% ../nbs/14_train.ipynb #775ba3a2
+def _build_optimizer(model, cfg) -> tuple:
+    "AdamW over `param_groups(model, cfg)`, and the moving average of the trained weights: `(optimizer, ema)`."
     tc = cfg.trainer
-    if tc.mixed_precision == "fp16" and not torch.cuda.is_available():
-        raise ValueError("`trainer.mixed_precision` 'fp16' needs a CUDA GPU (no GradScaler on the CPU): use 'bf16' or 'no' here")
-    if tc.num_threads: torch.set_num_threads(tc.num_threads)
-    # With no accelerator on the machine, say so: accelerate then runs several processes on the CPU (gloo)
-    no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
-                              cpu=no_accelerator,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    run_dir = _resolve_run_dir(cfg)
-    if main and not cfg.resume: claim_run_dir(run_dir)
-    if main: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    set_seed(cfg.seed + rank)
-
-    # 1. Model, optimizer, data
-    model = build_model(cfg)
-    if tc.gradient_checkpointing: model.enable_gradient_checkpointing()
-    trainable = list(model.trainable_parameters())
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr, weight_decay=tc.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
-    step = 0
-    ema = None
-    if tc.ema_decay > 0:                   # an exponential moving average of the trained weights (diffusers' EMAModel)
-        from diffusers.training_utils import EMAModel
-        ema = EMAModel(trainable, decay=tc.ema_decay)
-    if cfg.resume:
-        ckpt = latest_checkpoint(cfg.resume)
-        state = load_checkpoint(ckpt, model, optimizer)
-        step = state["step"]
-        if ema is not None:                # a checkpoint of a run without EMA: the average starts from its weights
-            if "ema" in state: ema.load_state_dict(state["ema"]); ema.to(accelerator.device)
-            else: ema = EMAModel(trainable, decay=tc.ema_decay)
-        if main: rewind_run_dir(run_dir, step)
-        _set_rng_state(state["rng"][rank], generator)
-        accelerator.print(f"resumed from {ckpt} at step {step}")
-    dataset = build_dataset(cfg, model, "train")
-    per_step = tc.batch_size * tc.grad_accum
-    sampler = ResumableSampler(len(dataset), seed=cfg.seed, start=step * per_step, rank=rank, world=world)
-    from anydoor.data import make_loader
-    loader = make_loader(dataset, batch_size=tc.batch_size, num_workers=cfg.data.num_workers, sampler=sampler,
-                         generator=torch.Generator().manual_seed(cfg.seed))
-    loss_module, optimizer = accelerator.prepare(LossModule(model), optimizer)
-    logger = RunLogger(cfg, run_dir, enabled=main)
-    ckpt_root = run_dir / "checkpoints"
+    return optimizer, _weights_ema(model, tc.ema_decay)
 
-    def checkpoint():
-        states = [None] * world
-        if world > 1:
-            import torch.distributed as dist
-            dist.all_gather_object(states, _rng_state(generator))
-        else: states = [_rng_state(generator)]
-        extra = {"rng": states} if ema is None else {"rng": states, "ema": ema.state_dict()}
-        if main:
-            folder = save_checkpoint(ckpt_root, step, model, optimizer, extra, config=cfg, keep=tc.keep_checkpoints)
-            if cfg.logger.get("checkpoint_artifacts", False):
-                logger.log_model(folder, f"{cfg.name}-seed{cfg.seed}-checkpoint", (f"step_{step}", "latest"), kind="checkpoint")
-        accelerator.wait_for_everyone()
+def _weights_ema(model, decay: float):
+    "diffusers' `EMAModel` of `model`'s trainable weights; None when `decay` is 0 (no average)."
+    if not decay > 0: return None
+    from diffusers.training_utils import EMAModel
+    return EMAModel(list(model.trainable_parameters()), decay=decay)
 
-    before = {}
-    if main and cfg.eval.enabled and cfg.eval.before and step == 0:
-        model.eval()
-        tuned = model.noise_scheduler.config.prediction_type     # the foundation predicts its own kind (build_model)
-        model.with_prediction_type(getattr(model, "foundation_prediction_type", tuned))
-        try: before = {f"before_{k}": v for k, v in _evaluate_and_log(model, cfg, logger, 0, prefix="eval_before").items()}
-        finally: model.with_prediction_type(tuned).train()
+# %% ../nbs/14_train.ipynb #8207a937
+def _rng_state(generator):
+    "Every random state a step depends on, as tensors and numbers only (so resume can load it with weights_only=True)."
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                                                      float(cached)],
+            "python": random.getstate(), "generator": generator.get_state()}
 
-    # 2. The loop
-    window = defaultdict(list); t_hist = defaultdict(list)
-    skips, samples_seen = Counter(), 0     # from the batches: data workers keep their own copies of `dataset.stats`
-    tick, seen, last = time.perf_counter(), 0, {}
-    model.train()
-    data_iter = iter(loader)
-    while step < tc.max_steps:
-        for _ in range(tc.grad_accum):
-            batch = next(data_iter)
-            skips.update(batch.get("skipped") or {}); samples_seen += len(batch["data_kind"])
-            batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            with accelerator.accumulate(loss_module):
-                with accelerator.autocast():
-                    losses, t = training_losses(loss_module, batch, cfg, generator)
-                loss = losses.float().mean()
-                mean_loss = accelerator.reduce(loss.detach(), "mean")
-                if not torch.isfinite(mean_loss):
-                    last_good = latest_checkpoint(ckpt_root) if ckpt_root.exists() else None
-                    logger.finish()
-                    raise FloatingPointError(f"non-finite training loss ({mean_loss.item()}) at step {step + 1}; "
-                                             f"stopped. Last good checkpoint: {last_good or 'none yet'}")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.grad_clip > 0:
-                    accelerator.clip_grad_norm_(trainable, tc.grad_clip)
-                optimizer.step(); optimizer.zero_grad(set_to_none=True)
-                if ema is not None and accelerator.sync_gradients: ema.step(trainable)
-            window["loss"].append(mean_loss.item()); seen += len(losses) * world
-            for k in DATA_KINDS:
-                sel = batch["data_kind"] == k
-                if sel.any():
-                    window[f"loss/{DATA_KINDS[k]}"].append(losses.detach()[sel].float().mean().item())
-                    t_hist[f"timesteps/{DATA_KINDS[k]}"] += t[sel].tolist()
-        step += 1
-        if step % tc.log_every == 0 or step == tc.max_steps:
-            dt = time.perf_counter() - tick
-            last = {k: float(np.mean(v)) for k, v in window.items()}
-            last.update({"lr": optimizer.param_groups[0]["lr"], "samples_per_s": seen / dt, "step_time_s": dt / tc.log_every})
-            index_stats = {k: v for k, v in dict(getattr(dataset, "stats", {}) or {}).items()
-                           if k.startswith(("index_", "probe_"))}                   # counted once, in this process
-            last.update({f"data/{k}": v for k, v in {**index_stats, **skips, "samples": samples_seen}.items()})
-            logger.log(last, step); logger.log_histograms(t_hist, step)
-            accelerator.print(f"step {step:5d}  loss {last['loss']:.4f}  {last['samples_per_s']:.1f} samples/s")
-            window.clear(); t_hist.clear(); tick, seen = time.perf_counter(), 0
-        if tc.sample_every and step % tc.sample_every == 0 and main and step < tc.max_steps:
-            _log_sample_grid(model, cfg, logger, step)
-        if step % tc.checkpoint_every == 0 or step == tc.max_steps:
-            checkpoint()
+def _set_rng_state(state, generator):
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    torch.set_rng_state(state["torch"]); random.setstate(state["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    generator.set_state(state["generator"])
 
-    # 3. Save, evaluate, summarise
-    summary = {"step": step, "loss": last.get("loss", _last_logged_loss(run_dir)), "run_dir": str(run_dir), "name": cfg.name,
-               "seed": cfg.seed}
-    if ema is not None:                    # the saved and evaluated model is the average (the checkpoints keep both)
-        ema.copy_to(trainable); summary["ema_decay"] = tc.ema_decay
+def _save_training_checkpoint(cfg, step: int, model, optimizer, ema, generator, accelerator, logger, ckpt_root: Path):
+    "Gather every process's random states; the main process writes the checkpoint of `step` (and logs it to W&B if asked)."
+    world, main = accelerator.num_processes, accelerator.is_main_process
+    states = [None] * world
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_gather_object(states, _rng_state(generator))
+    else: states = [_rng_state(generator)]
+    extra = {"rng": states} if ema is None else {"rng": states, "ema": ema.state_dict()}
     if main:
-        model.eval()
-        bad = [n for n, p in model.named_trainable_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise FloatingPointError(f"{len(bad)} trained weights hold non-finite values (e.g. {bad[:3]}): the model is not "
-                                     f"saved. Lower `trainer.lr` or keep `trainer.grad_clip` > 0; checkpoints: {ckpt_root}")
-        model.save_pretrained(run_dir / "model")
-        if cfg.eval.enabled:
-            summary.update(_evaluate_and_log(model, cfg, logger, step))
-            summary.update(before)
-        _write_atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-        logger.summary(summary)
-        if cfg.eval.enabled: logger.log_table("eval/judge_table", *_judge_table(summary), step)
-        if cfg.logger.get("artifacts", True): logger.log_model(run_dir / "model", f"{cfg.name}-seed{cfg.seed}-model")
-        print(format_summary(summary))
-    logger.finish()
+        folder = save_checkpoint(ckpt_root, step, model, optimizer, extra, config=cfg, keep=cfg.trainer.keep_checkpoints)
+        if cfg.logger.get("checkpoint_artifacts", False):
+            logger.log_model(folder, f"{cfg.name}-seed{cfg.seed}-checkpoint", (f"step_{step}", "latest"), kind="checkpoint")
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+
+def _resume(cfg, model, optimizer, ema, generator, accelerator, run_dir: Path) -> tuple:
+    "Load `cfg.resume`'s last checkpoint into the model, optimizer, EMA and random states: `(step, ema)`."
+    ckpt = latest_checkpoint(cfg.resume)
+    state = load_checkpoint(ckpt, model, optimizer)
+    step = state["step"]
+    if ema is not None:                # a checkpoint of a run without EMA: the average starts from its weights
+        if "ema" in state: ema.load_state_dict(state["ema"]); ema.to(accelerator.device)
+        else: ema = _weights_ema(model, cfg.trainer.ema_decay)
+    if accelerator.is_main_process: rewind_run_dir(run_dir, step)
+    _set_rng_state(state["rng"][accelerator.process_index], generator)
+    accelerator.print(f"resumed from {ckpt} at step {step}")
+    return step, ema
+
+def _stop_if_not_finite(mean_loss: torch.Tensor, step: int, ckpt_root: Path, logger):
+    "Stop on a non-finite loss in step `step + 1`, naming the last good checkpoint (which stays as it was)."
+    if torch.isfinite(mean_loss): return
+    last_good = latest_checkpoint(ckpt_root) if ckpt_root.exists() else None
+    logger.finish()
+    raise FloatingPointError(f"non-finite training loss ({mean_loss.item()}) at step {step + 1}; "
+                             f"stopped. Last good checkpoint: {last_good or 'none yet'}")
+
+# %% ../nbs/14_train.ipynb #2dd76ff4
+class _LogWindow:
+    "What the loop gathers between two log lines (losses and timesteps per data kind, samples, skips), and the line."
+    def __init__(self, world: int = 1):   # processes: each sees its own share of a step's samples
+        self.world = world
+        self.window, self.t_hist = defaultdict(list), defaultdict(list)
+        self.skips, self.samples_seen = Counter(), 0     # from the batches: data workers keep their own copies of `dataset.stats`
+        self.tick, self.seen = time.perf_counter(), 0
+
+    def count(self, batch: dict):
+        "A batch as it leaves the loader: its size and the pairs the data set skipped to make it."
+        self.skips.update(batch.get("skipped") or {}); self.samples_seen += len(batch["data_kind"])
+
+    def add(self, mean_loss: torch.Tensor, losses: torch.Tensor, t: torch.Tensor, kinds: torch.Tensor):
+        "One micro-batch: the loss averaged over processes, and this process's losses `(B,)` and timesteps `(B,)` per kind."
+        self.window["loss"].append(mean_loss.item()); self.seen += len(losses) * self.world
+        for k in DATA_KINDS:
+            sel = kinds == k
+            if sel.any():
+                self.window[f"loss/{DATA_KINDS[k]}"].append(losses.detach()[sel].float().mean().item())
+                self.t_hist[f"timesteps/{DATA_KINDS[k]}"] += t[sel].tolist()
+
+    def write(self, step: int, logger, lr: float, dataset, log_every: int, echo=print) -> dict:
+        "Log the means since the last line (and print one); start a new window. Returns the logged scalars."
+        dt = time.perf_counter() - self.tick
+        last = {k: float(np.mean(v)) for k, v in self.window.items()}
+        last.update({"lr": lr, "samples_per_s": self.seen / dt, "step_time_s": dt / log_every})
+        index_stats = {k: v for k, v in dict(getattr(dataset, "stats", {}) or {}).items()
+                       if k.startswith(("index_", "probe_"))}                   # counted once, in this process
+        last.update({f"data/{k}": v for k, v in {**index_stats, **self.skips, "samples": self.samples_seen}.items()})
+        logger.log(last, step); logger.log_histograms(self.t_hist, step)
+        echo(f"step {step:5d}  loss {last['loss']:.4f}  {last['samples_per_s']:.1f} samples/s")
+        self.window.clear(); self.t_hist.clear(); self.tick, self.seen = time.perf_counter(), 0
+        return last
+
+def _log_sample_grid(model, cfg, logger, step):
+    from anydoor.evaluate import sample_grid
+    with torch.random.fork_rng():
+        logger.log_image("samples/heldout", sample_grid(model, cfg, n=4), step)
+
+# %% ../nbs/14_train.ipynb #64eb0335
+def _evaluate_before(model, cfg, logger) -> dict:
+    "The held-out evaluation before the first step, of the foundation as it predicts: `before_*` readings."
+    model.eval()
+    tuned = model.noise_scheduler.config.prediction_type     # the foundation predicts its own kind (build_model)
+    model.with_prediction_type(getattr(model, "foundation_prediction_type", tuned))
+    try: return {f"before_{k}": v for k, v in _evaluate_and_log(model, cfg, logger, 0, prefix="eval_before").items()}
+    finally: model.with_prediction_type(tuned).train()
+
+def _save_and_evaluate(model, cfg, logger, run_dir: Path, summary: dict, before: dict, step: int) -> dict:
+    "The end of a run, on the main process: refuse non-finite weights, save `model/`, evaluate, write and report the summary."
+    model.eval()
+    bad = [n for n, p in model.named_trainable_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"{len(bad)} trained weights hold non-finite values (e.g. {bad[:3]}): the model is not "
+                                 f"saved. Lower `trainer.lr` or keep `trainer.grad_clip` > 0; checkpoints: {run_dir / 'checkpoints'}")
+    model.save_pretrained(run_dir / "model")
+    if cfg.eval.enabled:
+        summary.update(_evaluate_and_log(model, cfg, logger, step))
+        summary.update(before)
+    _write_atomic_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    logger.summary(summary)
+    if cfg.eval.enabled: logger.log_table("eval/judge_table", *_judge_table(summary), step)
+    if cfg.logger.get("artifacts", True): logger.log_model(run_dir / "model", f"{cfg.name}-seed{cfg.seed}-model")
+    print(format_summary(summary))
     return summary
+
+def _evaluate_and_log(model, cfg, logger, step, prefix: str = "eval") -> dict:
+    from anydoor.evaluate import heldout_evaluation, insertion_grid
+    threads = torch.get_num_threads()        # training may pin one thread for its data workers; they idle now
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cfg.eval.num_threads or cores)
+    try:
+        with torch.random.fork_rng():
+            metrics, batch, gallery, crops = heldout_evaluation(model, cfg)
+            if logger.run is not None: _log_pairs_table(logger, f"{prefix}/pairs", batch, gallery, crops[0], step)
+    finally: torch.set_num_threads(threads)
+    logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
+    logger.log_image(f"{prefix}/insertions", insertion_grid(batch, crops), step)
+    return metrics
+
+def _log_pairs_table(logger, key, batch, gallery, generated, step):
+    "Every held-out pair as a W&B table row: its pictures and what the judge read in the first seed's insertion."
+    from anydoor.core import tensor_to_pil
+    from anydoor.evaluate import crop_boxes
+    from anydoor.judge import load_judge, judge_scores
+    read = judge_scores(load_judge(), crop_boxes((generated.clamp(-1, 1) + 1) / 2, batch["box"]), batch["identity"],
+                        gallery["reference"], gallery["identity"])
+    pil = lambda x: tensor_to_pil(x.clamp(0, 1))
+    rows = [[int(batch["identity"][i]), pil(batch["reference"][i]), pil((batch["hint"][i, :3] + 1) / 2),
+             pil((generated[i] + 1) / 2), pil((batch["target"][i] + 1) / 2)] + [bool(read[k][i]) for k in read]
+            for i in range(len(generated))]
+    logger.log_table(key, ["identity", "reference", "hint", "insertion", "ground truth"] + [f"judge_{k}_correct" for k in read],
+                     rows, step)
 
 def _judge_table(summary: dict) -> tuple:
     "(columns, rows) of the judge's readings after / before fine-tuning beside copy-paste, ground truth and chance."
@@ -514,39 +537,74 @@ def format_summary(summary: dict) -> str:
                      f"in-box PSNR {s['psnr_box_copy_paste']:.2f} dB | ground truth colour identity {s['identity_top1_ground_truth']:.3f}")
     return "\n".join(lines)
 
-def _log_sample_grid(model, cfg, logger, step):
-    from anydoor.evaluate import sample_grid
-    with torch.random.fork_rng():
-        logger.log_image("samples/heldout", sample_grid(model, cfg, n=4), step)
+# %% ../nbs/14_train.ipynb #773b1f27
+def train(cfg) -> dict:
+    "Fine-tune AnyDoor as `cfg` describes; returns the summary that is also written to summary.json."
+    from accelerate.utils import set_seed
+    if not isinstance(cfg, DictConfig): cfg = OmegaConf.structured(cfg)
+    validate_config(cfg)
+    tc = cfg.trainer
+    accelerator = _make_accelerator(tc)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    run_dir = _resolve_run_dir(cfg)
+    if main and not cfg.resume: claim_run_dir(run_dir)
+    if main: run_dir.mkdir(parents=True, exist_ok=True); (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    set_seed(cfg.seed + rank)
 
-def _evaluate_and_log(model, cfg, logger, step, prefix: str = "eval") -> dict:
-    from anydoor.evaluate import heldout_evaluation, insertion_grid
-    threads = torch.get_num_threads()        # training may pin one thread for its data workers; they idle now
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cfg.eval.num_threads or cores)
-    try:
-        with torch.random.fork_rng():
-            metrics, batch, gallery, crops = heldout_evaluation(model, cfg)
-            if logger.run is not None: _log_pairs_table(logger, f"{prefix}/pairs", batch, gallery, crops[0], step)
-    finally: torch.set_num_threads(threads)
-    logger.log({f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step)
-    logger.log_image(f"{prefix}/insertions", insertion_grid(batch, crops), step)
-    return metrics
+    # 1. Model, optimizer, data
+    model = build_model(cfg)
+    if tc.gradient_checkpointing: model.enable_gradient_checkpointing()
+    trainable = list(model.trainable_parameters())
+    optimizer, ema = _build_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed * 1009 + rank)   # timesteps and reference dropout
+    step = 0
+    if cfg.resume: step, ema = _resume(cfg, model, optimizer, ema, generator, accelerator, run_dir)
+    dataset = build_dataset(cfg, model, "train")
+    loader = _train_loader(dataset, cfg, step, rank, world)
+    loss_module, optimizer = accelerator.prepare(LossModule(model), optimizer)
+    logger = RunLogger(cfg, run_dir, enabled=main)
+    ckpt_root = run_dir / "checkpoints"
+    before = _evaluate_before(model, cfg, logger) if main and cfg.eval.enabled and cfg.eval.before and step == 0 else {}
 
-def _log_pairs_table(logger, key, batch, gallery, generated, step):
-    "Every held-out pair as a W&B table row: its pictures and what the judge read in the first seed's insertion."
-    from anydoor.core import tensor_to_pil
-    from anydoor.evaluate import crop_boxes
-    from anydoor.judge import load_judge, judge_scores
-    read = judge_scores(load_judge(), crop_boxes((generated.clamp(-1, 1) + 1) / 2, batch["box"]), batch["identity"],
-                        gallery["reference"], gallery["identity"])
-    pil = lambda x: tensor_to_pil(x.clamp(0, 1))
-    rows = [[int(batch["identity"][i]), pil(batch["reference"][i]), pil((batch["hint"][i, :3] + 1) / 2),
-             pil((generated[i] + 1) / 2), pil((batch["target"][i] + 1) / 2)] + [bool(read[k][i]) for k in read]
-            for i in range(len(generated))]
-    logger.log_table(key, ["identity", "reference", "hint", "insertion", "ground truth"] + [f"judge_{k}_correct" for k in read],
-                     rows, step)
+    # 2. The loop
+    log, last = _LogWindow(world), {}
+    model.train()
+    data_iter = iter(loader)
+    while step < tc.max_steps:
+        for _ in range(tc.grad_accum):
+            batch = next(data_iter)
+            log.count(batch)
+            batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with accelerator.accumulate(loss_module):
+                with accelerator.autocast():
+                    losses, t = training_losses(loss_module, batch, cfg, generator)
+                loss = losses.float().mean()
+                mean_loss = accelerator.reduce(loss.detach(), "mean")
+                _stop_if_not_finite(mean_loss, step, ckpt_root, logger)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and tc.grad_clip > 0:
+                    accelerator.clip_grad_norm_(trainable, tc.grad_clip)
+                optimizer.step(); optimizer.zero_grad(set_to_none=True)
+                if ema is not None and accelerator.sync_gradients: ema.step(trainable)
+            log.add(mean_loss, losses, t, batch["data_kind"])
+        step += 1
+        if step % tc.log_every == 0 or step == tc.max_steps:
+            last = log.write(step, logger, optimizer.param_groups[0]["lr"], dataset, tc.log_every, echo=accelerator.print)
+        if tc.sample_every and step % tc.sample_every == 0 and main and step < tc.max_steps:
+            _log_sample_grid(model, cfg, logger, step)
+        if step % tc.checkpoint_every == 0 or step == tc.max_steps:
+            _save_training_checkpoint(cfg, step, model, optimizer, ema, generator, accelerator, logger, ckpt_root)
 
+    # 3. Save, evaluate, summarise
+    summary = {"step": step, "loss": last.get("loss", _last_logged_loss(run_dir)), "run_dir": str(run_dir), "name": cfg.name,
+               "seed": cfg.seed}
+    if ema is not None:                    # the saved and evaluated model is the average (the checkpoints keep both)
+        ema.copy_to(trainable); summary["ema_decay"] = tc.ema_decay
+    if main: _save_and_evaluate(model, cfg, logger, run_dir, summary, before, step)
+    logger.finish()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
 
 # %% ../nbs/14_train.ipynb #226cc7bd
 def _remove_if_only_hydra(folder: Path):

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,13 @@ def test_wandb_offline_logs_images(tmp_path, monkeypatch):
     assert tables["judge"]["columns"][:2] == ["reading", "after"] and len(tables["judge"]["data"]) == 5
     assert tables["pairs"]["columns"][:5] == ["identity", "reference", "hint", "insertion", "ground truth"]
     assert len(tables["pairs"]["data"]) == 4
-    log = next(runs[0].glob("run-*.wandb")).read_bytes()
-    assert b"anydoor-seed0-model" in log and b"anydoor-seed0-checkpoint" in log and b"step_2" in log
+    # wandb's writer can still be flushing the run file when `finish()` returns: wait for the artifacts (up to 30 s)
+    wanted = (b"anydoor-seed0-model", b"anydoor-seed0-checkpoint", b"step_2")
+    for _ in range(300):
+        log = next(runs[0].glob("run-*.wandb")).read_bytes()
+        if all(w in log for w in wanted): break
+        time.sleep(0.1)
+    assert all(w in log for w in wanted), [w for w in wanted if w not in log]
 
 
 def test_bad_config_values_are_named():

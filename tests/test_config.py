@@ -46,10 +46,11 @@ def test_ablation_row_changes_one_concern(name, group):
 
 
 def test_main_is_the_recipe_trained_longer_and_evaluated_before():
-    assert changed("tiny", "main") == {"name", "trainer.max_steps", "trainer.lr", "trainer.checkpoint_every",
-                                       "trainer.sample_every", "trainer.ema_decay", "eval.before"}
+    assert changed("tiny", "main") == {"name", "trainer.max_steps", "trainer.lr", "trainer.num_threads",
+                                       "trainer.checkpoint_every", "trainer.sample_every", "trainer.ema_decay",
+                                       "eval.before"}
     cfg = compose(["experiment=main"])
-    assert cfg.model.pretrained == "shipped" and cfg.eval.before and cfg.trainer.max_steps == 400
+    assert cfg.model.pretrained == "shipped" and cfg.eval.before and cfg.trainer.max_steps == 1000
     assert cfg.trainer.lr == 2 * compose(["experiment=tiny"]).trainer.lr
     # all 64 held-out identities x 3 sampling seeds each way, as the ablation rows
     assert cfg.eval.num_identities == 64 and list(cfg.eval.seeds) == [0, 1, 2]

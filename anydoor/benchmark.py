@@ -166,18 +166,18 @@ class ImageEncoder:
     "A transformers image encoder for CLIP-I ('clip': image_embeds) or DINO-I ('dino': class token)."
     def __init__(self,
                  name_or_path: str,          # hub id or local folder (with the image processor's config)
-                 kind: str,                  # "clip" | "dino"
+                 family: str,                # "clip" | "dino": which embedding (image_embeds | class token)
                  device=None, dtype=None):
         from transformers import AutoImageProcessor, AutoModel, CLIPVisionModelWithProjection
-        if kind not in ("clip", "dino"): raise ValueError(f"`kind` must be 'clip' or 'dino', got {kind!r}")
-        what = "CLIP image encoder" if kind == "clip" else "DINO image encoder"
-        how = f"evaluate_benchmark({kind}='/models/...') or --{kind}"
-        loader = CLIPVisionModelWithProjection.from_pretrained if kind == "clip" else AutoModel.from_pretrained
+        if family not in ("clip", "dino"): raise ValueError(f"`family` must be 'clip' or 'dino', got {family!r}")
+        what = "CLIP image encoder" if family == "clip" else "DINO image encoder"
+        how = f"evaluate_benchmark({family}='/models/...') or --{family}"
+        loader = CLIPVisionModelWithProjection.from_pretrained if family == "clip" else AutoModel.from_pretrained
         self.model = load_or_explain(loader, name_or_path, what=what, how=how).eval()
         self.processor = load_or_explain(AutoImageProcessor.from_pretrained, name_or_path,
                                          what=f"{what}'s image processor", how=how)
         self.model.to(device=device or "cpu", dtype=dtype or torch.float32)
-        self.kind, self.name = kind, str(name_or_path)
+        self.family, self.name = family, str(name_or_path)
 
     @torch.no_grad()
     def __call__(self, images: list, batch_size: int = 32) -> torch.Tensor:   # (N, d), unit norm
@@ -188,7 +188,7 @@ class ImageEncoder:
             x = self.processor(images=[im.convert("RGB") for im in images[i:i + batch_size]], return_tensors="pt")
             x = x["pixel_values"].to(p.device, p.dtype)
             o = self.model(pixel_values=x)
-            e = o.image_embeds if self.kind == "clip" else o.last_hidden_state[:, 0]
+            e = o.image_embeds if self.family == "clip" else o.last_hidden_state[:, 0]
             out.append(F.normalize(e.float(), dim=-1).cpu())
         return torch.cat(out)
 

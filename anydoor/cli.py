@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .shipped import SHIPPED_FOLDER, shipped_model   # the default model (08a_shipped); re-exported
+from .shipped import SHIPPED_FOLDER, shipped_model   # the default model (08f_shipped); re-exported
 
 # %% auto #0
 __all__ = ['BATCH_COLUMNS', 'parse_box', 'build_parser', 'read_batch', 'load_pipeline', 'main']

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from .core import (check_tensor, check_same_size, check_box, image_to_tensor, mask_to_tensor,
+from .core import (check_tensor, check_number, check_same_size, check_box, image_to_tensor, mask_to_tensor,
                           mask_to_box)
 from .hifreq import high_frequency_map, erosion_for
 
@@ -57,14 +57,6 @@ def _check_int(v, name: str, lo: int) -> int:
         raise ValueError(f"`{name}` must be >= {lo}, got {v}")
     return int(v)
 
-def _check_number(v, name: str, lo=None, hi=None) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
-    v = float(v)
-    if math.isnan(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"`{name}` must lie in [{lo}, {hi}], got {v}")
-    return v
-
 def _resize(x: torch.Tensor, size, kind: str = "image") -> torch.Tensor:
     "Resize `(C,h,w)` to `size=(H,W)`: 'image' bilinear+antialias, 'mask' the same then > 0.5, 'nearest' nearest-exact."
     size = tuple(int(s) for s in size)
@@ -94,7 +86,7 @@ def prepare_reference(image,                    # the reference picture: PIL, nu
     check_same_size(image, mask, "image", "mask")
     size, rng = _check_int(size, "size", 8), _rng(rng)
     if expand_ratio is None: expand_ratio = rng.integers(11, 15) / 10       # {1.1, 1.2, 1.3, 1.4}
-    expand_ratio = _check_number(expand_ratio, "expand_ratio", 1.0, 10.0)
+    expand_ratio = check_number(expand_ratio, "expand_ratio", 1.0, 10.0)
     x0, y0, x1, y1 = mask_to_box(mask, "mask")                               # raises for an empty mask
     # 1. background removal, 2. crop to the box
     ref = (image * mask + (1 - mask))[:, y0:y1, x0:x1]                       # (3, h, w) on white
@@ -273,12 +265,13 @@ def prepare_target(scene,                      # the scene: PIL, numpy (H,W,3) u
         if reference_mask.sum() == 0:
             raise ValueError("`reference_mask` is empty: it has no pixel above 0.5")
     size, rng = _check_int(size, "size", 8), _rng(rng)
-    box_expand = _check_number(box_expand, "box_expand", 1.0, 10.0)
+    box_expand = check_number(box_expand, "box_expand", 1.0, 10.0)
     crop_ratio = _check_pair(crop_ratio, "crop_ratio", 1.0)
     if max_box_fraction is not None:
-        max_box_fraction = _check_number(max_box_fraction, "max_box_fraction", 0.0, 1.0)
+        max_box_fraction = check_number(max_box_fraction, "max_box_fraction", 0.0, 1.0)
     if isinstance(shape_control, bool): p_shape = float(shape_control)
-    else: p_shape = _check_number(shape_control, "shape_control", 0.0, 1.0)
+    else:
+        p_shape = check_number(shape_control, "shape_control", 0.0, 1.0)   # a probability
     if p_shape > 0 and mask is None:
         raise ValueError("`mask` is required when `shape_control` is True or a probability > 0, got mask=None")
     if box is None:
@@ -391,7 +384,7 @@ def paste_back(generated: torch.Tensor,      # (3, S, S) model output
         raise ValueError(f"`generated` values must lie in value_range={tuple(value_range)} (small overshoots are clipped), "
                          f"got min {gmin * (hi - lo) + lo:.4g}, max {gmax * (hi - lo) + lo:.4g}")
     border = _check_int(border, "border", 0)
-    blend = _check_number(blend, "blend", 0.0, None)
+    blend = check_number(blend, "blend", 0.0)
     if region not in _REGIONS: raise ValueError(f"`region` must be one of {_REGIONS}, got {region!r}")
     # 2. Undo the resize and the padding
     P, (top, _, left, _), (h, w) = crop_info.padded_size, crop_info.pad, crop_info.crop_size

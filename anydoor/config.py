@@ -12,7 +12,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from .collage import COLLAGES
-from .data import DATA_NAMES, check_data_kind
+from .data.core import check_data_kind
+from .data.loaders import DATA_NAMES
 
 # %% auto #0
 __all__ = ['ModelConfig', 'IDConfig', 'DetailConfig', 'TimestepConfig', 'DataConfig', 'TrainerConfig', 'LoggerConfig',

@@ -51,12 +51,15 @@ def check_tensor(x,                     # the value to check
 def check_number(v,                 # the value to check
                  name: str,         # argument name, used in the error message
                  lo=None,           # smallest allowed value (None: no bound)
+                 hi=None,           # largest allowed value (None: no bound)
                 ) -> float:
-    "Check that `v` is a finite real number (not a bool), at least `lo`; return it as a float."
+    "Check that `v` is a finite real number (not a bool) in [`lo`, `hi`]; return it as a float."
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise TypeError(f"`{name}` must be a number, got {type(v).__name__}")
-    if not math.isfinite(float(v)) or (lo is not None and v < lo):
-        raise ValueError(f"`{name}` must be a finite number{f' >= {lo}' if lo is not None else ''}, got {v!r}")
+    if not math.isfinite(float(v)) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        bounds = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None
+                  else f" <= {hi}" if hi is not None else "")
+        raise ValueError(f"`{name}` must be a finite number{bounds}, got {v!r}")
     return float(v)
 
 # %% ../nbs/00_core.ipynb #9a0b6fc6

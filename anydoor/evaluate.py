@@ -148,7 +148,8 @@ def heldout_batch(model, num_identities: int = HELDOUT_IDENTITIES, collage: str 
                   pairs_per_identity: int = 1,   # held-out pairs (scenes, poses) per identity
                  ) -> tuple:
     "`pairs_per_identity` held-out pairs of each identity (deterministic) and the gallery of their references."
-    from anydoor.data import TeleportToyDataset, collate
+    from anydoor.data.toy import TeleportToyDataset
+    from anydoor.data.loaders import collate
     if isinstance(num_identities, bool) or not isinstance(num_identities, int) or not 1 <= num_identities <= HELDOUT_IDENTITIES:
         raise ValueError(f"`num_identities` must be an int in [1, {HELDOUT_IDENTITIES}] (the held-out split; more would "
                          f"take identities that training saw), got {num_identities!r}")

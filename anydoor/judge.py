@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from diffusers import ModelMixin, ConfigMixin
 from diffusers.configuration_utils import register_to_config
 
-from .data import TeleportToyDataset, TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS, collate
+from .data.toy import TeleportToyDataset, TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS
+from .data.loaders import collate
 from .id_extractor import ModelNotAvailableError
-from .shipped import JUDGE_FOLDER, shipped_weights_dir   # where the shipped judge lives (08a_shipped)
+from .shipped import JUDGE_FOLDER, shipped_weights_dir   # where the shipped judge lives (08f_shipped)
 
 # %% auto #0
 __all__ = ['ATTRIBUTES', 'JUDGE_LOG', 'hue_rotate', 'IdentityJudge', 'crop_pool', 'augment_crops', 'JudgeConfig',
@@ -224,7 +225,7 @@ def train_judge(pool: dict,               # crop_pool("train", ...)
 # %% ../nbs/10_judge.ipynb #416b4604
 def attribute_labels(identities, world_seed: int = 0) -> torch.Tensor:   # (B, 3): shape, texture, emblem indices
     "The true shape / texture / emblem class of each toy identity."
-    from anydoor.data import make_identity
+    from anydoor.data.toy import make_identity
     ids = identities.tolist() if isinstance(identities, torch.Tensor) else list(identities)
     return torch.tensor([[ATTRIBUTES[k].index(getattr(make_identity(int(i), world_seed), k)) for k in ATTRIBUTES]
                          for i in ids], dtype=torch.long).reshape(len(ids), len(ATTRIBUTES))

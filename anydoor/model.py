@@ -368,21 +368,22 @@ def eps_from_prediction(self: AnyDoor,
                         t,                       # int or (B,) their timesteps
                        ) -> torch.Tensor:        # (B, C, h, w) ε̂
     "The noise estimate ε̂ from the UNet's output, whatever it predicts: ε itself, or v = √ᾱ·ε − √(1−ᾱ)·x₀."
-    kind = self.noise_scheduler.config.prediction_type
-    if kind == "epsilon": return pred
-    if kind != "v_prediction":
-        raise ValueError(f"unsupported prediction_type {kind!r} in the noise scheduler's config")
+    prediction_type = self.noise_scheduler.config.prediction_type
+    if prediction_type == "epsilon": return pred
+    if prediction_type != "v_prediction":
+        raise ValueError(f"unsupported prediction_type {prediction_type!r} in the noise scheduler's config")
     t = torch.as_tensor(t, device=x_t.device).long().reshape(-1)
     abar = self.noise_scheduler.alphas_cumprod.to(x_t.device)[t].float().reshape(-1, 1, 1, 1)
     return (abar.sqrt() * pred.float() + (1 - abar).sqrt() * x_t.float()).to(pred.dtype)   # √ᾱ·v + √(1−ᾱ)·x_t = ε
 
 @patch
-def with_prediction_type(self: AnyDoor, kind: str) -> "AnyDoor":
-    "Train and sample the UNet as a `kind` (epsilon | v_prediction) predictor on the same noise schedule (in place)."
-    if kind not in PREDICTION_TYPES:
-        raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {kind!r}")
+def with_prediction_type(self: AnyDoor, prediction_type: str) -> "AnyDoor":
+    "Train and sample the UNet as a `prediction_type` (epsilon | v_prediction) predictor on the same noise schedule (in place)."
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"`prediction_type` must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     ns = self.noise_scheduler
-    if ns.config.prediction_type != kind: self.noise_scheduler = type(ns).from_config(ns.config, prediction_type=kind)
+    if ns.config.prediction_type != prediction_type:
+        self.noise_scheduler = type(ns).from_config(ns.config, prediction_type=prediction_type)
     return self
 
 # %% ../nbs/07_model.ipynb #450ff8e3
@@ -594,3 +595,10 @@ def from_pretrained(cls: AnyDoor, path, **kwargs) -> "AnyDoor":
     scheduler = DDPMScheduler.from_pretrained(d / "scheduler")
     settings = AnyDoorSettings(**{f.name: cfg[f.name] for f in fields(AnyDoorSettings) if f.name in cfg})
     return cls(codec, unet, detail, id_extractor, scheduler, settings)
+
+# %% ../nbs/07_model.ipynb #b7e2f4a9
+def _drop_patch_leftovers(namespace: dict, cls: type):
+    "Delete the `None` that `@patch` bound in `namespace` to the name of each method it added to `cls`."
+    for name in [n for n in vars(cls) if not n.startswith("__") and namespace.get(n, 0) is None]: del namespace[name]
+
+_drop_patch_leftovers(globals(), AnyDoor)

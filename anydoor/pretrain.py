@@ -22,20 +22,20 @@ from .id_extractor import ModelNotAvailableError, IMAGENET_MEAN, IMAGENET_STD, n
 from .model import PixelCodec, sd21_scheduler
 from .detail import tiny_unet
 from .collage import prepare_reference
-from .data import (TeleportToyDataset, ToyPose, make_identity, render_object, composite, toy_background,
+from .data.toy import (TeleportToyDataset, ToyPose, make_identity, render_object, composite, toy_background,
                           TOY_SHAPES, TOY_TEXTURES, TOY_EMBLEMS, _low_quality, _to_uint8)
 from .sampling import ddim_scheduler
 from .shipped import (BASE_FOLDER, ENCODER_FOLDER, BASE_FILES, ENCODER_FILES, RECREATE_COMMAND,  # re-exported:
-                             shipped_weights_dir, toy_foundation_paths)                      # found in 08a_shipped
+                             shipped_weights_dir, toy_foundation_paths)                      # found in 08f_shipped
 
 # %% auto #0
-__all__ = ['LOG_FILE', 'SAMPLES_FILE', 'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOL_KINDS', 'VAE_WIDTHS', 'CODECS', 'CODEC_FACTOR',
-           'PRESETS', 'toy_caption', 'caption_table', 'ToyCaptionEncoder', 'render_view', 'PoolRenderer',
-           'encoder_config', 'nt_xent', 'ContrastiveHeads', 'normalize_imagenet', 'augment_views', 'encode_cls',
-           'retrieval_top1', 'pixel_features', 'retrieval_report', 'base_unet', 'base_validation_losses', 'sample_base',
-           'train_encoder', 'train_base', 'toy_vae', 'vae_loss', 'encode_latents', 'decode_latents', 'set_latent_scale',
-           'psnr', 'reconstruction_report', 'train_vae', 'PretrainConfig', 'resolve_config', 'pretrain',
-           'config_to_argv', 'build_parser', 'main']
+__all__ = ['LOG_FILE', 'SAMPLES_FILE', 'CAPTION_TOKENS', 'CAPTION_FEATURES', 'POOLS', 'VAE_WIDTHS', 'CODECS', 'CODEC_FACTOR',
+           'PRESETS', 'toy_caption', 'caption_table', 'ToyCaptionEncoder', 'render_view', 'render_queries',
+           'PoolRenderer', 'encoder_config', 'nt_xent', 'ContrastiveHeads', 'normalize_imagenet', 'augment_views',
+           'encode_cls', 'retrieval_top1', 'pixel_features', 'retrieval_report', 'base_unet', 'base_validation_losses',
+           'sample_base', 'train_encoder', 'train_base', 'toy_vae', 'vae_loss', 'encode_latents', 'decode_latents',
+           'set_latent_scale', 'psnr', 'reconstruction_report', 'train_vae', 'PretrainConfig', 'resolve_config',
+           'pretrain', 'config_to_argv', 'build_parser', 'main']
 
 # %% ../nbs/09_pretrain.ipynb #d3a008e0
 LOG_FILE, SAMPLES_FILE = "pretrain_log.json", "samples.png"   # the run's log and its samples, beside toy-sd/ and toy-dinov2/
@@ -130,22 +130,27 @@ def render_view(ident,                       # a ToyIdentity
     return (ref.numpy() * 255 + 0.5).astype(np.uint8)
 
 # %% ../nbs/09_pretrain.ipynb #60d3ae74
-POOL_KINDS = ("views", "queries", "val", "base")
+POOLS = ("views", "queries", "val", "base")   # what `PoolRenderer` renders, by name
 
 def _job_views(ids, views, size, seed):
     out = np.stack([np.stack([render_view(make_identity(i), np.random.default_rng([seed, 11, i, k]), size)
                               for k in range(views)]) for i in ids])
     return dict(images=torch.from_numpy(out), identity=torch.tensor(ids))            # (n, V, 3, R, R)
 
-def _job_queries(ids, per_identity, size, seed):
-    imgs, who, kind = [], [], []
+def render_queries(ids,               # identity indices (held-out ones, for retrieval)
+                   per_identity: int,  # queries per identity and background
+                   size: int = 32,
+                   seed: int = 0,
+                  ) -> dict:           # images (Q,3,R,R) uint8, identity (Q,), in_scene (Q,) 0|1
+    "Retrieval queries: `per_identity` views of each identity on white, then as many inside a scene (never low quality)."
+    imgs, who, in_scene = [], [], []
     for scene in (0, 1):                              # white-background queries, then in-scene queries
         for i in ids:
             for k in range(per_identity):
                 rng = np.random.default_rng([seed, 23, scene, i, k])
                 imgs.append(render_view(make_identity(i), rng, size, scene_prob=scene, low_quality_prob=0.0))
-                who.append(i); kind.append(scene)
-    return dict(images=torch.from_numpy(np.stack(imgs)), identity=torch.tensor(who), in_scene=torch.tensor(kind))
+                who.append(i); in_scene.append(scene)
+    return dict(images=torch.from_numpy(np.stack(imgs)), identity=torch.tensor(who), in_scene=torch.tensor(in_scene))
 
 def _job_crops(split, start, count, image_size, reference_size, seed):
     ds = TeleportToyDataset(split, image_size=image_size, reference_size=reference_size, seed=seed,
@@ -160,30 +165,30 @@ class _Jobs(torch.utils.data.Dataset):
     def __init__(self, jobs): self.jobs = jobs
     def __len__(self): return len(self.jobs)
     def __getitem__(self, i):
-        kind, fn, args = self.jobs[i]
+        pool, fn, args = self.jobs[i]
         t0 = time.process_time()                      # CPU time of this job: what rendering costs one core
         out = fn(*args)
-        return kind, out, time.process_time() - t0
+        return pool, out, time.process_time() - t0
 
 def _chunks(items, n):
     items = list(items)
     return [items[i:i + n] for i in range(0, len(items), n)]
 
 class PoolRenderer:
-    "Render the training and evaluation pools in worker processes; `get(kind)` returns one when it is complete."
+    "Render the training and evaluation pools in worker processes; `get(pool)` returns one when it is complete."
     def __init__(self, cfg, workers: int = 0):
         R, S, seed = cfg.reference_size, cfg.image_size, cfg.seed
         train_ids = TeleportToyDataset("train").identities[:cfg.identities]
         heldout_ids = TeleportToyDataset("heldout").identities
         jobs = [("views", _job_views, (c, cfg.views, R, seed)) for c in _chunks(train_ids, 32)]
-        jobs += [("queries", _job_queries, (c, cfg.queries, R, seed)) for c in _chunks(heldout_ids, 16)]
+        jobs += [("queries", render_queries, (c, cfg.queries, R, seed)) for c in _chunks(heldout_ids, 16)]
         jobs += [("val", _job_crops, ("heldout", s, min(256, cfg.val_size - s), S, R, seed + 1))
                  for s in range(0, cfg.val_size, 256)]
         jobs += [("base", _job_crops, ("train", s, min(1024, cfg.pool_size - s), S, R, seed))
                  for s in range(0, cfg.pool_size, 1024)]
-        self.expected = {k: sum(j[0] == k for j in jobs) for k in POOL_KINDS}
-        self.parts = {k: [] for k in POOL_KINDS}
-        self.render_s = {k: 0.0 for k in POOL_KINDS}
+        self.expected = {k: sum(j[0] == k for j in jobs) for k in POOLS}
+        self.parts = {k: [] for k in POOLS}
+        self.render_s = {k: 0.0 for k in POOLS}
         self.ready_s, self.t0 = {}, time.perf_counter()
         kw = {}
         if workers > 0:   # every job is dispatched at once, so the workers render ahead of what is consumed
@@ -198,22 +203,22 @@ class PoolRenderer:
         try: self._it = iter(torch.utils.data.DataLoader(_Jobs(jobs), batch_size=None, shuffle=False, **kw))
         finally: cv2.setNumThreads(cv2_threads)
 
-    def get(self, kind: str) -> dict:
-        "The complete pool `kind` (one of POOL_KINDS), its chunks concatenated."
-        if kind not in POOL_KINDS: raise ValueError(f"`kind` must be one of {POOL_KINDS}, got {kind!r}")
-        while len(self.parts[kind]) < self.expected[kind]:
+    def get(self, pool: str) -> dict:
+        "The complete pool named `pool` (one of POOLS), its chunks concatenated."
+        if pool not in POOLS: raise ValueError(f"`pool` must be one of {POOLS}, got {pool!r}")
+        while len(self.parts[pool]) < self.expected[pool]:
             k, out, seconds = next(self._it)
             self.parts[k].append(out); self.render_s[k] += seconds
             if len(self.parts[k]) == self.expected[k]: self.ready_s[k] = time.perf_counter() - self.t0
-        parts = self.parts[kind]
+        parts = self.parts[pool]
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     def report(self) -> dict:
         "Rendering cost per pool: CPU-seconds in the workers, and when each pool was complete."
         n = {k: sum(len(p["images"]) * (p["images"].shape[1] if k == "views" else 1) for p in self.parts[k])
-             for k in POOL_KINDS}
+             for k in POOLS}
         return dict(workers=self.workers, images=n, worker_cpu_s={k: round(v, 2) for k, v in self.render_s.items()},
-                    ms_per_image={k: round(1e3 * self.render_s[k] / max(1, n[k]), 2) for k in POOL_KINDS},
+                    ms_per_image={k: round(1e3 * self.render_s[k] / max(1, n[k]), 2) for k in POOLS},
                     ready_after_s={k: round(v, 2) for k, v in self.ready_s.items()})
 
 # %% ../nbs/09_pretrain.ipynb #99e17b7d
@@ -268,14 +273,18 @@ def augment_views(x: torch.Tensor,            # (B, 3, R, R) in [0, 1]
 
 # %% ../nbs/09_pretrain.ipynb #58d31763
 @torch.no_grad()
-def encode_cls(encoder: Dinov2Model, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    "L2-normalised class tokens `(B, width)` of `(B,3,R,R)` images in [0,1] (uint8 images are scaled)."
+def encode_cls(encoder,                # a vision transformer (the toy DINOv2, the toy CLIP's vision tower)
+               images: torch.Tensor,   # (B, 3, R, R) in [0, 1], or uint8 (scaled)
+               batch: int = 512,
+               stats: tuple = (IMAGENET_MEAN, IMAGENET_STD),  # the encoder's input (mean, std): ImageNet's for DINOv2
+              ) -> torch.Tensor:       # (B, width) on the CPU
+    "L2-normalised class tokens of images, normalised with the encoder's `stats`."
     dev = next(encoder.parameters()).device
     out = []
     for i in range(0, len(images), batch):
         x = images[i:i + batch].to(dev)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        out.append(F.normalize(encoder(pixel_values=normalize_imagenet(x)).last_hidden_state[:, 0].float(), dim=1))
+        out.append(F.normalize(encoder(pixel_values=normalize(x, *stats)).last_hidden_state[:, 0].float(), dim=1))
     return torch.cat(out).cpu()
 
 def retrieval_top1(query_features: torch.Tensor,    # (Q, d) L2-normalised

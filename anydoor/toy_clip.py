@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from .data import TOY_SHAPES, TOY_TEXTURES, TeleportToyDataset, make_identity
+from .data.toy import TOY_SHAPES, TOY_TEXTURES, TeleportToyDataset, make_identity
 from .id_extractor import load_vision_encoder, normalize, tiny_patch_size
-from .pretrain import augment_views, render_view, retrieval_top1
+from .pretrain import augment_views, render_view, render_queries, encode_cls, pixel_features
 from .shipped import CLIP_FOLDER, ENCODER_FOLDER, shipped_weights_dir
 
 # %% auto #0
@@ -176,15 +176,6 @@ def train_toy_clip(views: torch.Tensor,     # (N, V, 3, R, R) uint8
                         loss_curve=[round(float(np.mean(curve[i:i + 25])), 4) for i in range(0, len(curve), 25)])
 
 # %% ../nbs/09a_toy_clip.ipynb #15960d7d
-def _class_tokens(encoder, stats, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    "L2-normalised class tokens `(B, width)` of uint8 `(B,3,R,R)` images, normalised with the encoder's `stats`."
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = normalize(images[i:i + batch].float() / 255, *stats)
-            out.append(F.normalize(encoder(pixel_values=x).last_hidden_state[:, 0].float(), dim=1))
-    return torch.cat(out)
-
 def retrieval_by_attribute(encoders: dict,        # name -> (encoder, (mean, std)); None for raw pixels
                            queries: int = 4,      # queries per held-out identity and background kind
                            size: int = 32,
@@ -196,19 +187,15 @@ def retrieval_by_attribute(encoders: dict,        # name -> (encoder, (mean, std
     gallery = torch.from_numpy(np.stack([render_view(idents[i], np.random.default_rng([seed, 29, i]), size, scene_prob=0,
                                                      low_quality_prob=0) for i in heldout]))
     gid = torch.tensor(heldout)
+    qs = render_queries(heldout, queries, size, seed)       # the queries `pretrain` measures the toy DINOv2 on
     out = {}
     for name, enc in encoders.items():
-        feats = (lambda x: F.normalize((x.float() - x.float().mean((1, 2, 3), keepdim=True)).flatten(1), dim=1)) \
-            if enc is None else (lambda x, e=enc: _class_tokens(e[0], e[1], x))
+        feats = pixel_features if enc is None else (lambda x, e=enc: encode_cls(e[0], x, stats=e[1]))
         g = feats(gallery)
         out[name] = {}
         for scene, where in ((0, "white"), (1, "in_scene")):
-            imgs, who = [], []
-            for i in heldout:
-                for k in range(queries):
-                    imgs.append(render_view(idents[i], np.random.default_rng([seed, 23, scene, i, k]), size,
-                                            scene_prob=scene, low_quality_prob=0.0)); who.append(i)
-            q, who = feats(torch.from_numpy(np.stack(imgs))), torch.tensor(who)
+            keep = qs["in_scene"] == scene
+            q, who = feats(qs["images"][keep]), qs["identity"][keep]
             best = gid[(q @ g.T).argmax(1)]
             out[name][where] = dict(
                 identity=float((best == who).float().mean()),

@@ -125,11 +125,11 @@ def test_fid_kid_custom_feature():
 
 def test_encoders(evaluators, bench):
     img, _ = bench.subject("gift")
-    for kind in ("clip", "dino"):
-        enc = ImageEncoder(evaluators[kind], kind)
+    for family in ("clip", "dino"):
+        enc = ImageEncoder(evaluators[family], family)
         e = enc([img, img.rotate(90), bench.scene("cat")])
         assert e.shape[0] == 3 and torch.allclose(e.norm(dim=1), torch.ones(3))
-    with pytest.raises(ValueError, match="`kind` must be"):
+    with pytest.raises(ValueError, match="`family` must be"):
         ImageEncoder(evaluators["clip"], "lpips")
 
 

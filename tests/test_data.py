@@ -1,4 +1,5 @@
-"""anydoor.data: the toy world and the real layouts, read back from fixture trees built from real photos."""
+"""anydoor.data (core, toy, real, loaders): the toy world and the real layouts, read back from fixture trees built from
+real photos; and the package's re-exports."""
 import json
 import shutil
 from collections import Counter
@@ -368,7 +369,7 @@ def test_collate_and_bad_input():
         TeleportToyDataset(crop_ratio=(3.0, 1.5))
     with pytest.raises(ValueError, match="`data_kind` must be one of"):
         MultiViewDataset(".", data_kind=5)
-    with pytest.raises(TypeError, match="`datasets` must hold TeleportDataset"):
+    with pytest.raises(TypeError, match="`datasets` must hold PairDataset"):
         MixtureDataset([object()])
     with pytest.raises(ValueError, match="`sample` lacks keys"):
         check_sample({"reference": 0}, S, R)
@@ -386,7 +387,8 @@ def test_reference_precrop_is_exact():
     # make_sample crops the reference frame to the mask's box before prepare_reference; same result
     from anydoor.collage import prepare_reference
     from anydoor.core import sample_object, sample_scene
-    from anydoor.data import Pair, SampleConfig, _paste, make_sample
+    from anydoor.data import Pair, SampleConfig, make_sample
+    from anydoor.data.real import _paste
     gift, gm = sample_object("gift")
     scene = np.array(sample_scene("coffee").resize((320, 240)))
     img, m = _paste(scene, np.array(gift), np.array(gm) > 127, (200, 100), 90, angle=20)
@@ -409,7 +411,7 @@ def test_gives_up_after_max_tries_with_the_counts(trees, tmp_path):
 
 
 def test_prepare_errors_are_counted(monkeypatch):
-    import anydoor.data as D
+    import anydoor.data.core as D                                   # where `PairDataset` looks it up
     ds = TeleportToyDataset(image_size=S, reference_size=R, length=10)
     calls = Counter()
     real = D.make_sample
@@ -425,7 +427,9 @@ def test_prepare_errors_are_counted(monkeypatch):
 def test_a_decompression_bomb_is_a_counted_skip(tmp_path):
     "PIL's DecompressionBombError is not an OSError: the readers must still turn it into a skip, not a crash."
     from tests.test_cli import bomb_png
-    from anydoor.data import Skip, _read_mask_png, _read_rgb
+    from anydoor.data import Skip
+    from anydoor.data.core import _read_rgb
+    from anydoor.data.real import _read_mask_png
     (tmp_path / "bomb.png").write_bytes(bomb_png())
     for read, reason in ((_read_rgb, "corrupt_image"), (_read_mask_png, "corrupt_annotation")):
         with pytest.raises(Skip) as e:
@@ -471,3 +475,28 @@ def test_torch_default_collate_batches_samples_like_collate(trees):
             if torch.is_tensor(b[k]): assert torch.equal(b[k], c[k]), k
             else: assert list(b[k]) == list(c[k]), k
         assert isinstance(b["crop_info"][0], CropInfo) and sum(b["skipped"].values()) == sum(c["skipped"].values())
+
+
+def test_the_package_keeps_the_old_import_paths():
+    "anydoor.data was one module: every name it had is still importable from the package, as the same object."
+    import anydoor.data as D
+    from anydoor.data import core, loaders, real, toy
+    from anydoor.data import PairDataset, TeleportDataset, TeleportToyDataset, collate, dataset_from_config
+    old_names = ["SAMPLE_KEYS", "TOY_SHAPES", "TOY_TEXTURES", "TOY_EMBLEMS", "DAVIS_PALETTE", "VITON_HD_GARMENT_LABELS",
+                 "DRESSCODE_GARMENT_LABELS", "DATA_NAMES", "check_data_kind", "check_sample", "FilterConfig",
+                 "reference_filter", "target_filter", "Skip", "Pair", "SampleConfig", "make_sample", "SkipCounts",
+                 "TeleportDataset", "ToyIdentity", "make_identity", "ToyPose", "render_object", "composite", "toy_background",
+                 "toy_pair", "TeleportToyDataset", "make_video_fixture", "make_coco_fixture", "make_multiview_fixture",
+                 "VideoSegmentationDataset", "decode_segmentation", "CocoInstancesDataset", "MultiViewDataset",
+                 "white_background_mask", "GarmentDataset", "make_garment_fixture", "MixtureDataset", "dataset_from_config",
+                 "collate", "make_loader", "loader_throughput"]          # the old module's __all__
+    assert set(old_names) <= set(D.__all__)
+    homes = {name: mod for mod in (core, toy, real, loaders) for name in mod.__all__}
+    for name in old_names + ["PairDataset"]:
+        assert getattr(D, name) is getattr(homes[name], name), name
+    assert TeleportDataset is PairDataset is core.PairDataset                # the deprecated name of the base class
+    assert TeleportToyDataset is toy.TeleportToyDataset and collate is loaders.collate
+    assert dataset_from_config is loaders.dataset_from_config
+    for cls in (TeleportToyDataset, real.VideoSegmentationDataset, real.CocoInstancesDataset, real.MultiViewDataset,
+                real.GarmentDataset):
+        assert issubclass(cls, PairDataset)

@@ -1,4 +1,4 @@
-"""anydoor.data.GarmentDataset: VITON-HD and DressCode try-on pairs, read back from fixture trees."""
+"""anydoor.data.real.GarmentDataset: VITON-HD and DressCode try-on pairs, read back from fixture trees."""
 import shutil
 from collections import Counter
 

@@ -37,6 +37,12 @@ def test_tiny_builds_fast_with_the_spec_schedule():
     assert isinstance(m.codec, PixelCodec) and m.settings.detach_encoder_context and not m.settings.hint_concat
 
 
+def test_patch_leaves_no_none_names_in_the_module():
+    import anydoor.model                      # fastcore's @patch binds each new method's name to None at module level
+    assert [n for n in dir(anydoor.model) if not n.startswith("_") and getattr(anydoor.model, n) is None] == []
+    assert anydoor.model.sample_timesteps.__module__ == "anydoor.timesteps"   # a name it did not clobber
+
+
 def test_tiny_overrides():
     m = AnyDoor.tiny(image_size=64, reference_size=48, block_out_channels=(32, 64), context_dim=32, patch_size=8)
     assert (m.image_size, m.reference_size, m.id_extractor.num_tokens) == (64, 48, 1 + 6 * 6)

@@ -173,9 +173,11 @@ def test_pools_do_not_depend_on_worker_count():
     from anydoor.pretrain import PoolRenderer
     cfg = resolve_config(PretrainConfig(out="x", **dict(TINY, identities=4, encoder_batch_size=4, views=2, pool_size=8, val_size=4)))
     pools = [PoolRenderer(cfg, workers=w) for w in (0, 2)]
-    for kind in ("views", "queries", "val", "base"):
-        a, b = (p.get(kind) for p in pools)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), kind
+    for pool in ("views", "queries", "val", "base"):
+        a, b = (p.get(pool) for p in pools)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), pool
+    with pytest.raises(ValueError, match="`pool` must be one of"):
+        pools[0].get("crops")
 
 
 @pytest.mark.slow

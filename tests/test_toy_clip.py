@@ -34,6 +34,18 @@ def test_shipped_toy_clip_log_records_its_run():
     assert {"toy_clip", "toy_dinov2", "pixels"} <= set(log["retrieval"])
 
 
+def test_class_tokens_use_the_encoders_own_statistics():
+    from anydoor.id_extractor import normalize
+    from anydoor.pretrain import encode_cls, render_queries    # the one owner of both rules, for both encoders
+    encoder, stats = load_vision_encoder(str(SHIPPED))
+    q = render_queries([0, 1], 2, 32, 0)
+    assert q["images"].shape == (8, 3, 32, 32) and q["in_scene"].tolist() == [0] * 4 + [1] * 4
+    with torch.no_grad():
+        tokens = encoder(pixel_values=normalize(q["images"].float() / 255, *stats)).last_hidden_state[:, 0]
+    assert torch.equal(encode_cls(encoder, q["images"], stats=stats), torch.nn.functional.normalize(tokens, dim=1))
+    assert not torch.equal(encode_cls(encoder, q["images"]), encode_cls(encoder, q["images"], stats=stats))  # ImageNet's
+
+
 def test_captions_name_words_not_instances():
     ident = make_identity(3)
     words = caption_text(ident).split()

@@ -246,9 +246,9 @@ def _insert(pipe, a) -> tuple:
     "Run one insertion (`a`: the flags of one call or of one --batch row) and write it: (paths, steps, size)."
     import torch
     refs, rmasks, scene, smasks = _load_images(a)
-    full_size = pipe.image_size >= 256             # the paper's sampler (SPEC §9); the toy's evaluation sampler
-    steps = a.steps or (50 if full_size else 20)
-    guidance = a.guidance if a.guidance is not None else (5.0 if full_size else 3.0)
+    steps0, guidance0 = pipe.default_sampler       # the paper's sampler (SPEC §9); the toy's evaluation sampler
+    steps = a.steps or steps0
+    guidance = a.guidance if a.guidance is not None else guidance0
     multi = len(refs) > 1
     pick = lambda xs: None if xs is None else (xs if multi else xs[0])
     g = torch.Generator(device="cpu").manual_seed(a.seed)

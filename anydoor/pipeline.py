@@ -327,6 +327,10 @@ class AnyDoorPipeline(DiffusionPipeline):
         return self.__dict__.get("_interrupt", False)
     @property
     def reference_size(self) -> int: return self.id_extractor.config.reference_size  # R
+    @property
+    def default_sampler(self) -> tuple:
+        "(DDIM steps, guidance) when a call gives none: SPEC §9's 50 and 5.0 at S >= 256; the toy evaluation's 20 and 3.0."
+        return (50, 5.0) if self.image_size >= 256 else (20, 3.0)
 
 
     # -- inputs --------------------------------------------------------------------------------
@@ -362,8 +366,8 @@ class AnyDoorPipeline(DiffusionPipeline):
                  scene=None,                   # scene image(s); a list is a batch of scenes
                  box=None,                     # (x0, y0, x1, y1) in scene pixels, end exclusive; a list for several objects
                  scene_mask=None,              # target mask(s): gives the box when `box` is None, the shape if shape_control
-                 num_inference_steps: int = 50, # DDIM steps (SPEC §9: 50; the demo used 30)
-                 guidance_scale: float = 5.0,  # CFG scale w (SPEC §9: 5.0; the demo used 4.5); 1 = no guidance
+                 num_inference_steps: int | None = None, # DDIM steps; None: `default_sampler` (SPEC §9: 50; toy: 20)
+                 guidance_scale: float | None = None, # CFG scale w, 1 = no guidance; None: `default_sampler` (SPEC §9: 5.0; toy: 3.0)
                  control_scale: float = 1.0,   # strength of the detail maps (demo slider 0-2)
                  shape_control: bool = False,  # True: the hint's mask channel is `scene_mask`, not the box
                  generator: torch.Generator | list | None = None, # seeds the noise and the crop size
@@ -382,6 +386,9 @@ class AnyDoorPipeline(DiffusionPipeline):
                 ) -> AnyDoorPipelineOutput | tuple:
         "Insert each reference object into its scene at its box; returns the full scenes (`.images`)."
         # 1. Check inputs
+        steps0, guidance0 = self.default_sampler
+        num_inference_steps = steps0 if num_inference_steps is None else num_inference_steps
+        guidance_scale = guidance0 if guidance_scale is None else guidance_scale
         jobs = self.check_inputs(reference, reference_mask, scene, box, scene_mask, num_inference_steps, guidance_scale,
                                  control_scale, shape_control, generator, output_type, blend, paste_region)
         N = num_images_per_prompt

@@ -550,3 +550,24 @@ def test_the_pipeline_loop_denoises_as_generate_does(pipe, scene, gift, guidance
                        latents=z, num_images_per_prompt=2, output_type="latent", sample_start=start, eta=eta,
                        scheduler=pipe.scheduler)
     assert torch.equal(out, ref_out)
+
+
+def test_a_call_without_a_sampler_takes_the_pipelines_default(pipe, gift, scene, monkeypatch):
+    "No steps or guidance given: the toy scale's evaluation sampler (20 DDIM steps, guidance 3); SPEC §9's at S >= 256."
+    assert pipe.image_size < 256 and pipe.default_sampler == (20, 3.0)
+    with monkeypatch.context() as m:
+        m.setattr(type(pipe), "image_size", property(lambda self: 512))
+        assert pipe.default_sampler == (50, 5.0)
+    steps, seen = [], {}
+    import anydoor.pipeline as P
+    orig = P.guided_condition
+    def spy(*a, **k):
+        seen["guidance"] = a[3]
+        return orig(*a, **k)
+    monkeypatch.setattr(P, "guided_condition", spy)
+    out = pipe(gift[0], gift[1], scene, BOX, generator=gen(), output_type="np",
+               callback_on_step_end=lambda p, i, t, kw: steps.append(i) or {}).images
+    assert len(steps) == 20 and seen["guidance"] == 3.0
+    given = pipe(gift[0], gift[1], scene, BOX, generator=gen(), output_type="np", num_inference_steps=20,
+                 guidance_scale=3.0).images
+    np.testing.assert_array_equal(out, given)

@@ -34,7 +34,7 @@ def test_the_shipped_recipe_is_the_paper_recipe_with_aligned_raw_boxes():
                                            "trainer.max_steps", "trainer.checkpoint_every", "trainer.ema_decay"}
     cfg = compose(["experiment=tiny"])
     assert cfg.detail.collage == "raw" and list(cfg.data.kinds) == [0] and cfg.data.augment_reference is False
-    assert cfg.trainer.max_steps == 8000 and cfg.trainer.ema_decay == 0.999
+    assert cfg.trainer.max_steps == 12000 and cfg.trainer.ema_decay == 0.999
     assert compose(["experiment=abl_full"]).data.augment_reference is True    # the paper's rows keep the released recipe
 
 

@@ -102,13 +102,14 @@ def test_shipped_model_judged_record():
         assert rec[j + "_copy_paste"] > 2 * rec[j + "_chance"] and rec[j + "_ground_truth"] > 2 * rec[j + "_chance"]
         assert 0 <= rec[j] <= 1 and rec[j + "_ci95"] >= 0
     # what the README says of it: every attribute and both identities above chance, intervals apart; the issue's
-    # targets for shape (0.6), texture (0.45), learned and colour identity (0.4 among 64) and the scene (24 dB) met
+    # targets for shape (0.6), texture (0.45), learned and colour identity (0.4 among 64), the scene (24 dB) and the
+    # box (above a fill with its mean colour) met
     for k in ("shape", "texture", "emblem", "identity"):
         assert rec[f"judge_{k}"] - rec[f"judge_{k}_ci95"] > rec[f"judge_{k}_chance"], k
     assert rec["identity_top1"] - rec["identity_top1_ci95"] > rec["identity_chance"]
     assert rec["judge_shape"] >= 0.6 and rec["judge_texture"] >= 0.45 and rec["judge_identity"] >= 0.4
     assert rec["identity_top1"] >= 0.4 and rec["psnr_background"] > 24
-    assert rec["psnr_box"] < rec["psnr_box_mean_fill"]     # the one target not met: in the box, just below a flat fill
+    assert rec["psnr_box"] > rec["psnr_box_mean_fill"]     # in the box above a flat fill (by 0.08 dB: a thin margin)
 
 
 def test_evaluate_command_uses_the_collage_the_model_was_trained_on(monkeypatch, tmp_path):

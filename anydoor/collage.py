@@ -57,14 +57,14 @@ def _check_int(v, name: str, lo: int) -> int:
         raise ValueError(f"`{name}` must be >= {lo}, got {v}")
     return int(v)
 
-def _resize(x: torch.Tensor, size, kind: str = "image") -> torch.Tensor:
+def _resize(x: torch.Tensor, size, method: str = "image") -> torch.Tensor:
     "Resize `(C,h,w)` to `size=(H,W)`: 'image' bilinear+antialias, 'mask' the same then > 0.5, 'nearest' nearest-exact."
     size = tuple(int(s) for s in size)
     if tuple(x.shape[-2:]) == size: return x.clone()
-    if kind == "nearest":
+    if method == "nearest":
         return F.interpolate(x[None], size=size, mode="nearest-exact")[0]
     y = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-    return (y > 0.5).float() if kind == "mask" else y.clamp(0, 1)
+    return (y > 0.5).float() if method == "mask" else y.clamp(0, 1)
 
 def _pad_centred(x: torch.Tensor, H: int, W: int, value: float) -> tuple:
     "Pad `(C,h,w)` to `(C,H,W)`, centred (the extra pixel, if any, at the bottom/right); returns (x, (top, bottom, left, right))."

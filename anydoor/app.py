@@ -144,7 +144,8 @@ def insert(pipe,                        # an AnyDoorPipeline
            scene_editor,                # image-editor value: the scene, with the target region painted
            mask_source: str = "auto",   # how to get the reference mask (REFERENCE_MASKS)
            uploaded_mask=None,          # for mask_source="upload"
-           steps: int = 20, guidance: float = 3.0, control_scale: float = 1.0, seed: int = 0, num_images: int = 1,
+           steps: int | None = None, guidance: float | None = None, # None: the pipeline's `default_sampler`
+           control_scale: float = 1.0, seed: int = 0, num_images: int = 1,
            shape_control: bool = False, # the painted strokes are the target mask, not only its box
            segmenter: str | None = None,
           ) -> list:
@@ -160,7 +161,8 @@ def insert(pipe,                        # an AnyDoorPipeline
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     return pipe(reference.convert("RGB"), Image.fromarray(ref_mask), scene.convert("RGB"), box=stroke_box(painted),
                 scene_mask=Image.fromarray(painted) if shape_control else None, shape_control=bool(shape_control),
-                num_inference_steps=int(steps), guidance_scale=float(guidance), control_scale=float(control_scale),
+                num_inference_steps=None if steps is None else int(steps),
+                guidance_scale=None if guidance is None else float(guidance), control_scale=float(control_scale),
                 generator=g, num_images_per_prompt=int(num_images)).images
 
 # %% ../nbs/22_app.ipynb #c12dcfe7
@@ -177,8 +179,7 @@ def build_demo(pipe=None,                  # an AnyDoorPipeline; None: load_pipe
     if pipe is None:
         from anydoor.cli import load_pipeline
         pipe = load_pipeline(model, device=device)
-    default_steps = 50 if pipe.image_size >= 256 else 20
-    default_guidance = 5.0 if pipe.image_size >= 256 else 3.0
+    default_steps, default_guidance = pipe.default_sampler   # SPEC §9's at full size, the toy evaluation's at toy scale
 
     def run(ref_ed, scene_ed, source, uploaded, steps, guidance, control, seed, n, shape):
         try:
